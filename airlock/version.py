@@ -1,0 +1,4 @@
+# The Execution API versions a client of this build speaks, oldest first. The header carries one.
+EXECUTION_API_VERSION_HEADER = "Airlock-API-Version"
+EXECUTION_API_VERSIONS = ("2026-11-21",)
+LATEST_EXECUTION_API_VERSION = EXECUTION_API_VERSIONS[-1]

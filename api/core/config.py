@@ -1,0 +1,59 @@
+"""API settings (``AIRLOCK_*``). Only the API knows the database URL and the signing keys."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from worker.config import TemporalSettings
+
+
+class Settings(TemporalSettings):
+    model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
+
+    database_url: str = "sqlite:///.airlock/airlock.db"
+    fernet_key: str = Field(default="", repr=False)
+    jwt_secret: str = Field(default="", repr=False)
+    admin_token: str = Field(default="", repr=False)
+    # Decode-only secret for the Temporal UI's codec endpoint (it cannot send a bearer token).
+    codec_token: str = Field(default="", repr=False)
+    codec_cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
+    )
+    jwt_audience: str = "airlock-execution"
+
+    control_queue: str = "airlock-control"
+    default_queue: str = "default"
+    run_control_worker: bool = True
+
+    connection_test_timeout: int = Field(default=60, ge=1)
+    max_connection_test_timeout: int = Field(default=600, ge=1)
+    max_connection_test_concurrency: int = Field(default=4, ge=1)
+    connection_test_reaper_interval: float = Field(default=30, gt=0)
+    # No worker picked the test up within this many seconds: fail it.
+    connection_test_dispatch_timeout: float = Field(default=30, gt=0)
+    connection_test_heartbeat_timeout: float = Field(default=10, gt=0)
+    # A job whose last heartbeat is older than this is not counted as a live worker.
+    job_liveness_timeout: float = Field(default=30, gt=0)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> Settings:
+        if self.connection_test_timeout > self.max_connection_test_timeout:
+            raise ValueError("connection_test_timeout exceeds max_connection_test_timeout")
+        return self
+
+    @property
+    def reaper_grace(self) -> float:
+        # The reference's grace: at least 30 s, or half the timeout for long ones.
+        return max(30.0, self.connection_test_timeout / 2)
+
+    def require_secrets(self) -> None:
+        missing = [
+            name
+            for name in ("fernet_key", "jwt_secret", "admin_token", "payload_key")
+            if not getattr(self, name)
+        ]
+        if missing:
+            env = ", ".join(f"AIRLOCK_{m.upper()}" for m in missing)
+            raise SystemExit(f"missing secrets: {env} (`airlock dev` generates them for a local stack)")

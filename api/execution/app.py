@@ -1,0 +1,57 @@
+"""The Execution API: what workers may call, mounted at ``/execution`` and versioned by date."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cadwyn import Cadwyn
+from fastapi import APIRouter
+
+from airlock.version import EXECUTION_API_VERSION_HEADER
+from api.execution.routes import connection_tests, jobs
+from api.execution.versions import bundle
+
+OPENAPI_DIR = Path(__file__).resolve().parent / "openapi"
+
+
+def create_execution_app() -> Cadwyn:
+    app = Cadwyn(
+        title="Airlock Execution API",
+        description="What workers call: workload fields, state reports, liveness jobs. JWT-authenticated.",
+        versions=bundle,
+        api_version_parameter_name=EXECUTION_API_VERSION_HEADER,
+    )
+    router = APIRouter()
+    router.include_router(connection_tests.router)
+    router.include_router(jobs.router)
+    app.generate_and_include_versioned_routers(router)
+    return app
+
+
+def openapi_document(app: Cadwyn, version: str) -> dict[str, Any]:
+    """The OpenAPI document of one version, as served at ``/execution/openapi.json?version=...``."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        response = client.get("/openapi.json", params={"version": version})
+        response.raise_for_status()
+        document: dict[str, Any] = response.json()
+    return document
+
+
+def write_openapi_documents() -> list[Path]:
+    """Write the checked-in documents (``python -m api.execution.app``); a test compares them."""
+    app = create_execution_app()
+    written = []
+    for version in bundle.version_values:
+        path = OPENAPI_DIR / f"v{version}.json"
+        path.write_text(json.dumps(openapi_document(app, version), indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_openapi_documents():
+        print(written_path)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from typing import Any
+
+from cadwyn import VersionedAPIRouter
+from fastapi import status
+
+from api.deps import SessionDep
+from api.execution.datamodels import JobRegistered, JobRegistration
+from api.execution.security import WorkerDep
+from api.services import jobs
+
+router = VersionedAPIRouter(prefix="/jobs", tags=["jobs"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid credential"},
+    403: {"description": "not a worker"},
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=_RESPONSES)
+async def register_job(body: JobRegistration, worker: WorkerDep, session: SessionDep) -> JobRegistered:
+    """A worker announces itself: hostname, queues and the connection types it can test."""
+    job = await jobs.register(
+        session,
+        kind=body.kind,
+        hostname=body.hostname,
+        credential=worker.subject,
+        queues=body.queues,
+        conn_types=body.conn_types,
+    )
+    return JobRegistered(id=job.id)
+
+
+@router.post(
+    "/{job_id}/heartbeat",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_RESPONSES, 404: {"description": "no such job"}, 409: {"description": "job completed"}},
+)
+async def heartbeat_job(job_id: str, worker: WorkerDep, session: SessionDep) -> None:
+    await jobs.heartbeat(session, job_id, worker.subject)
+
+
+@router.post(
+    "/{job_id}/complete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_RESPONSES, 404: {"description": "no such job"}},
+)
+async def complete_job(job_id: str, worker: WorkerDep, session: SessionDep) -> None:
+    await jobs.complete(session, job_id, worker.subject)

@@ -1,0 +1,99 @@
+"""The Airlock API process: public API, Execution API, codec endpoints, and the control worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import text
+
+from api import codec
+from api.core.config import Settings
+from api.core.crypto import SecretBox
+from api.db.session import create_engine, sessionmaker
+from api.deps import Runtime, RuntimeDep
+from api.errors import BodySizeLimit, install_error_handlers
+from api.execution.app import create_execution_app
+from api.public.routes import router as public_router
+from api.temporal.client import connect, ensure_search_attributes
+from api.temporal.control import ControlActivities, control_worker
+from api.temporal.reaper import ConnectionTestReaper
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    execution_app = create_execution_app()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.require_secrets()
+        engine = create_engine(settings.database_url)
+        runtime = Runtime(
+            settings=settings, sessions=sessionmaker(engine), box=SecretBox(settings.fernet_key)
+        )
+        runtime.temporal = await connect(settings)
+        await ensure_search_attributes(runtime.temporal, settings.temporal_namespace)
+        app.state.runtime = execution_app.state.runtime = runtime
+        background: list[asyncio.Task[None]] = []
+        worker = None
+        if settings.run_control_worker:
+            activities = ControlActivities(settings, runtime.sessions, runtime.box)
+            worker = control_worker(runtime.temporal, settings, activities)
+            background.append(asyncio.create_task(worker.run()))
+            reaper = ConnectionTestReaper(runtime.temporal, settings, runtime.sessions, runtime.box)
+            background.append(asyncio.create_task(reaper.run_forever()))
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.shutdown()
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Airlock API",
+        description="Connection tests on isolated workers. Authenticate with `Authorization: Bearer`",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_error_handlers(execution_app)
+    app.include_router(public_router)
+    app.include_router(codec.router)
+
+    @app.get("/health", tags=["health"])
+    async def health(runtime: RuntimeDep) -> dict[str, str]:
+        async with runtime.sessions() as session:
+            await session.execute(text("select 1"))
+        return {"status": "ok"}
+
+    app.mount("/execution", execution_app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.codec_cors_origins,
+        allow_methods=["POST"],
+        allow_headers=["content-type", "x-namespace", "authorization"],
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> None:
+    import uvicorn
+
+    from api.db.migrate import upgrade
+
+    settings.require_secrets()
+    if migrate:
+        upgrade(settings.database_url)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)

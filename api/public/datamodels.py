@@ -1,0 +1,172 @@
+"""Wire models of the public API (``/api/v2``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airlock.connection import CONN_TYPE_PATTERN, ConnectionFields, InvalidURI, check_extra, parse_uri
+from airlock.states import ConnectionTestState
+from airlock.validation import Text
+
+CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
+QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$"
+# "test" would shadow /connections/test.
+RESERVED_CONNECTION_IDS = frozenset({"test"})
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+def _check_connection_id(value: str | None) -> str | None:
+    if value in RESERVED_CONNECTION_IDS:
+        raise ValueError(f"{value!r} is reserved")
+    return value
+
+
+class ConnectionCreate(StrictModel):
+    connection_id: str = Field(pattern=CONNECTION_ID_PATTERN)
+    conn_type: str = Field(pattern=CONN_TYPE_PATTERN)
+    description: Text | None = Field(None, max_length=5000)
+    host: Text | None = Field(None, max_length=500)
+    port: int | None = Field(None, ge=0, le=65535)
+    login: Text | None = Field(None, max_length=500)
+    password: Text | None = Field(None, max_length=5000)
+    schema_: Text | None = Field(None, alias="schema", max_length=500)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    _connection_id = field_validator("connection_id")(_check_connection_id)
+    _extra = field_validator("extra")(check_extra)
+
+
+class ConnectionUpdate(StrictModel):
+    """Fields left out keep their value; ``password: null`` clears the password."""
+
+    conn_type: str | None = Field(None, pattern=CONN_TYPE_PATTERN)
+    description: Text | None = Field(None, max_length=5000)
+    host: Text | None = Field(None, max_length=500)
+    port: int | None = Field(None, ge=0, le=65535)
+    login: Text | None = Field(None, max_length=500)
+    password: Text | None = Field(None, max_length=5000)
+    schema_: Text | None = Field(None, alias="schema", max_length=500)
+    extra: dict[str, Any] | None = None
+
+    _extra = field_validator("extra")(lambda v: v if v is None else check_extra(v))
+
+
+class ConnectionResponse(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    connection_id: str
+    conn_type: str
+    description: str | None
+    host: str | None
+    port: int | None
+    login: str | None
+    schema_: str | None = Field(alias="schema")
+    extra: dict[str, Any]
+    has_password: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionList(BaseModel):
+    connections: list[ConnectionResponse]
+    total_entries: int
+
+
+class ConnectionTestRequest(StrictModel):
+    """Either a saved ``connection_id`` alone, or unsaved fields (or ``uri``).
+
+    With unsaved fields, ``connection_id`` names the connection that ``commit_on_success`` writes.
+    """
+
+    connection_id: str | None = Field(None, pattern=CONNECTION_ID_PATTERN)
+    uri: Text | None = Field(None, max_length=10_000)
+    conn_type: str | None = Field(None, pattern=CONN_TYPE_PATTERN)
+    description: Text | None = Field(None, max_length=5000)
+    host: Text | None = Field(None, max_length=500)
+    port: int | None = Field(None, ge=0, le=65535)
+    login: Text | None = Field(None, max_length=500)
+    password: Text | None = Field(None, max_length=5000)
+    schema_: Text | None = Field(None, alias="schema", max_length=500)
+    extra: dict[str, Any] | None = None
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN)
+    timeout: int | None = Field(None, ge=1, description="seconds; at most the server's maximum")
+    commit_on_success: bool = False
+
+    _connection_id = field_validator("connection_id")(_check_connection_id)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ConnectionTestRequest:
+        field_names = ("conn_type", "host", "port", "login", "password", "schema_", "extra", "description")
+        has_fields = any(getattr(self, f) is not None for f in field_names)
+        if self.uri is not None and has_fields:
+            raise ValueError("give either uri or connection fields, not both")
+        if self.uri is None and not has_fields and self.connection_id is None:
+            raise ValueError("give a saved connection_id, or unsaved connection fields, or a uri")
+        if self.uri is None and has_fields and self.conn_type is None:
+            raise ValueError("unsaved connection fields need a conn_type")
+        if self.commit_on_success and (self.connection_id is None or not (has_fields or self.uri)):
+            raise ValueError("commit_on_success needs unsaved fields (or uri) and the connection_id to save")
+        if self.uri is not None:
+            try:
+                ConnectionFields.model_validate(parse_uri(self.uri))
+            except InvalidURI as exc:
+                raise ValueError(f"invalid uri: {exc}") from None
+        return self
+
+    def unsaved_fields(self) -> ConnectionFields | None:
+        if self.uri is not None:
+            return ConnectionFields.model_validate(parse_uri(self.uri))
+        if self.conn_type is None:
+            return None
+        return ConnectionFields(
+            conn_type=self.conn_type,
+            host=self.host,
+            port=self.port,
+            login=self.login,
+            password=self.password,
+            schema=self.schema_,
+            extra=self.extra or {},
+        )
+
+
+class ConnectionTestResponse(BaseModel):
+    id: str
+    state: ConnectionTestState
+    result_message: str | None
+    connection_id: str | None
+    conn_type: str
+    queue: str
+    timeout: int
+    commit_on_success: bool
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ConnectionTestList(BaseModel):
+    tests: list[ConnectionTestResponse]
+    total_entries: int
+
+
+class JobResponse(BaseModel):
+    id: str
+    kind: str
+    hostname: str
+    queues: list[str]
+    conn_types: list[str]
+    state: str
+    alive: bool
+    started_at: datetime
+    latest_heartbeat: datetime
+    ended_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobResponse]

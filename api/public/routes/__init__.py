@@ -1,0 +1,10 @@
+from fastapi import APIRouter, Depends
+
+from api.public.routes import connection_tests, connections, jobs
+from api.public.security import require_admin
+
+router = APIRouter(prefix="/api/v2", dependencies=[Depends(require_admin)])
+# /connections/test must come before /connections/{connection_id}.
+router.include_router(connection_tests.router)
+router.include_router(connections.router)
+router.include_router(jobs.router)

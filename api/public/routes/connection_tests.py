@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, status
+
+from airlock.states import ConnectionTestState
+from api.db.models import ConnectionTest
+from api.deps import RuntimeDep, SessionDep
+from api.public.datamodels import ConnectionTestList, ConnectionTestRequest, ConnectionTestResponse
+from api.services import connection_tests
+from api.services.errors import Unavailable
+from api.temporal.client import start_connection_test
+
+router = APIRouter(prefix="/connections/test", tags=["connection tests"])
+
+
+def to_response(test: ConnectionTest) -> ConnectionTestResponse:
+    return ConnectionTestResponse.model_validate(test, from_attributes=True)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        404: {"description": "saved connection not found"},
+        409: {"description": "the connection already has an active test"},
+        503: {"description": "Temporal unreachable; the test was recorded as failed"},
+    },
+)
+async def enqueue_test(body: ConnectionTestRequest, runtime: RuntimeDep) -> ConnectionTestResponse:
+    """Queue a test of a saved connection or of unsaved fields; poll ``GET .../test/{id}`` for the result."""
+    async with runtime.sessions.begin() as session:
+        test = await connection_tests.submit(session, runtime.settings, runtime.box, body)
+    if test.state != ConnectionTestState.PENDING:
+        return to_response(test)
+    try:
+        if runtime.temporal is None:
+            raise RuntimeError("no Temporal client")
+        await start_connection_test(runtime.temporal, runtime.settings, test)
+    except Exception as exc:
+        async with runtime.sessions.begin() as session:
+            await connection_tests.finish(
+                session,
+                runtime.box,
+                test.id,
+                ok=False,
+                message=f"could not start its workflow: {type(exc).__name__}",
+            )
+        raise Unavailable(f"Temporal is unreachable; test {test.id} was recorded as failed") from None
+    return to_response(test)
+
+
+@router.get("")
+async def list_tests(
+    session: SessionDep,
+    state: ConnectionTestState | None = None,
+    connection_id: str | None = Query(None, max_length=250),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> ConnectionTestList:
+    rows, total = await connection_tests.list_(
+        session, state=state, connection_id=connection_id, limit=limit, offset=offset
+    )
+    return ConnectionTestList(tests=[to_response(t) for t in rows], total_entries=total)
+
+
+@router.get("/{test_id}", responses={404: {"description": "not found"}})
+async def get_test(test_id: str, session: SessionDep) -> ConnectionTestResponse:
+    return to_response(await connection_tests.get(session, test_id))

@@ -1,0 +1,175 @@
+"""Connection-test rows: every state change goes through here, under a row lock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from airlock.connection import ConnectionFields
+from airlock.states import ACTIVE_TEST_STATES, ConnectionTestState
+from api.core.config import Settings
+from api.core.crypto import SecretBox
+from api.db.models import ConnectionTest, utcnow
+from api.public.datamodels import ConnectionTestRequest
+from api.services import connections, jobs
+from api.services.errors import Conflict, NotFound, Unprocessable
+
+S = ConnectionTestState
+
+
+async def get(session: AsyncSession, test_id: str, *, lock: bool = False) -> ConnectionTest:
+    test = await session.get(ConnectionTest, test_id, with_for_update=lock)
+    if test is None:
+        raise NotFound(f"connection test {test_id} not found")
+    return test
+
+
+async def list_(
+    session: AsyncSession,
+    *,
+    state: ConnectionTestState | None,
+    connection_id: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[ConnectionTest], int]:
+    query = select(ConnectionTest)
+    if state is not None:
+        query = query.where(ConnectionTest.state == state)
+    if connection_id is not None:
+        query = query.where(ConnectionTest.connection_id == connection_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(ConnectionTest.created_at.desc(), ConnectionTest.id).limit(limit).offset(offset)
+    )
+    return list(rows), total
+
+
+async def submit(
+    session: AsyncSession, settings: Settings, box: SecretBox, request: ConnectionTestRequest
+) -> ConnectionTest:
+    """Insert the test as ``pending``, or straight as ``failed`` when no live worker could take it."""
+    fields = request.unsaved_fields()
+    if fields is None:
+        assert request.connection_id is not None
+        fields = connections.to_fields(await connections.get(session, request.connection_id), box)
+    timeout = request.timeout or settings.connection_test_timeout
+    if timeout > settings.max_connection_test_timeout:
+        raise Unprocessable(
+            f"timeout {timeout} s exceeds the maximum of {settings.max_connection_test_timeout} s"
+        )
+    queue = request.queue or settings.default_queue
+    test = ConnectionTest(
+        id=str(uuid.uuid4()),
+        connection_id=request.connection_id,
+        state=S.PENDING,
+        queue=queue,
+        timeout=timeout,
+        commit_on_success=request.commit_on_success,
+        description=request.description,
+    )
+    connections.apply_fields(test, box, fields.model_dump())
+    refusal = await _no_worker_reason(session, settings, queue, fields.conn_type)
+    if refusal is not None:
+        test.state = S.FAILED
+        test.result_message = refusal
+        test.finished_at = utcnow()
+    else:
+        test.active_connection_id = request.connection_id
+    session.add(test)
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        active = await session.scalar(
+            select(ConnectionTest.id).where(ConnectionTest.active_connection_id == request.connection_id)
+        )
+        raise Conflict(
+            f"connection {request.connection_id!r} already has an active test: {active}; "
+            "wait for it to finish"
+        ) from None
+    return test
+
+
+async def _no_worker_reason(
+    session: AsyncSession, settings: Settings, queue: str, conn_type: str
+) -> str | None:
+    live = await jobs.live_for_queue(session, queue, settings.job_liveness_timeout)
+    if not live:
+        return f"no worker is serving queue {queue!r}"
+    testable = sorted({t for job in live for t in job.conn_types})
+    if conn_type not in testable:
+        return (
+            f"no worker serving queue {queue!r} can test conn_type {conn_type!r} "
+            f"(they can test: {', '.join(testable) or 'nothing'})"
+        )
+    return None
+
+
+async def mark_queued(session: AsyncSession, test_id: str) -> bool:
+    """pending -> queued. False when the test already ended (reaped, say): do not dispatch it."""
+    test = await get(session, test_id, lock=True)
+    if S(test.state).is_terminal:
+        return False
+    if test.state == S.PENDING:
+        test.state = S.QUEUED
+    return True
+
+
+async def mark_running(session: AsyncSession, test_id: str, worker: str | None) -> None:
+    test = await get(session, test_id, lock=True)
+    if S(test.state).is_terminal:
+        raise Conflict(f"connection test {test_id} already ended ({test.state})")
+    test.state = S.RUNNING
+    test.worker = worker
+    test.started_at = test.started_at or utcnow()
+
+
+async def finish(
+    session: AsyncSession, box: SecretBox, test_id: str, *, ok: bool, message: str, worker: str | None = None
+) -> bool:
+    """Record the terminal state once; later reports change nothing and return False."""
+    test = await get(session, test_id, lock=True)
+    if S(test.state).is_terminal:
+        return False
+    test.state = S.SUCCESS if ok else S.FAILED
+    test.result_message = message[:10_000]
+    test.worker = worker or test.worker
+    test.finished_at = utcnow()
+    test.active_connection_id = None
+    if ok and test.commit_on_success and test.connection_id:
+        await connections.upsert(session, box, test.connection_id, fields_of(test, box))
+    await session.flush()
+    return True
+
+
+def fields_of(test: ConnectionTest, box: SecretBox) -> ConnectionFields:
+    return ConnectionFields(
+        conn_type=test.conn_type,
+        host=test.host,
+        port=test.port,
+        login=test.login,
+        password=box.decrypt(test.password),
+        schema=test.schema_,
+        extra=box.decrypt_json(test.extra),
+    )
+
+
+async def stale_active(
+    session: AsyncSession, older_than_seconds: float, limit: int = 200
+) -> list[ConnectionTest]:
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    rows = await session.scalars(
+        select(ConnectionTest)
+        .where(
+            ConnectionTest.state.in_([s.value for s in ACTIVE_TEST_STATES]),
+            ConnectionTest.updated_at < cutoff,
+        )
+        .order_by(ConnectionTest.created_at)
+        .limit(limit)
+    )
+    return list(rows)

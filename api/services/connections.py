@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from airlock.connection import ConnectionFields
+from api.core.crypto import SecretBox
+from api.db.models import Connection, ConnectionTest
+from api.public.datamodels import ConnectionCreate, ConnectionResponse, ConnectionUpdate
+from api.services.errors import Conflict, NotFound
+
+MASK = "***"
+_SENSITIVE = ("password", "passwd", "secret", "token", "key", "credential", "private")
+
+
+def mask_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """Hide values whose key looks secret: extras often carry API keys and tokens."""
+    return {
+        k: (MASK if any(s in k.lower() for s in _SENSITIVE) and v not in (None, "") else v)
+        for k, v in extra.items()
+    }
+
+
+def unmask_extra(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """A client that sends back a masked value means 'keep it', not 'set it to ***'."""
+    return {k: (old.get(k) if v == MASK and k in old else v) for k, v in new.items()}
+
+
+def to_response(conn: Connection, box: SecretBox) -> ConnectionResponse:
+    return ConnectionResponse(
+        connection_id=conn.connection_id,
+        conn_type=conn.conn_type,
+        description=conn.description,
+        host=conn.host,
+        port=conn.port,
+        login=conn.login,
+        schema=conn.schema_,
+        extra=mask_extra(box.decrypt_json(conn.extra)),
+        has_password=conn.password is not None,
+        created_at=conn.created_at,
+        updated_at=conn.updated_at,
+    )
+
+
+def to_fields(conn: Connection, box: SecretBox) -> ConnectionFields:
+    return ConnectionFields(
+        conn_type=conn.conn_type,
+        host=conn.host,
+        port=conn.port,
+        login=conn.login,
+        password=box.decrypt(conn.password),
+        schema=conn.schema_,
+        extra=box.decrypt_json(conn.extra),
+    )
+
+
+async def get(session: AsyncSession, connection_id: str) -> Connection:
+    conn = await session.scalar(select(Connection).where(Connection.connection_id == connection_id))
+    if conn is None:
+        raise NotFound(f"connection {connection_id!r} not found")
+    return conn
+
+
+async def list_(session: AsyncSession, *, limit: int, offset: int) -> tuple[list[Connection], int]:
+    total = await session.scalar(select(func.count()).select_from(Connection)) or 0
+    rows = await session.scalars(
+        select(Connection).order_by(Connection.connection_id).limit(limit).offset(offset)
+    )
+    return list(rows), total
+
+
+async def create(session: AsyncSession, box: SecretBox, body: ConnectionCreate) -> Connection:
+    conn = Connection(connection_id=body.connection_id)
+    apply_fields(conn, box, body.model_dump(exclude={"connection_id"}))
+    session.add(conn)
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(f"connection {body.connection_id!r} already exists") from None
+    return conn
+
+
+async def update(
+    session: AsyncSession, box: SecretBox, connection_id: str, body: ConnectionUpdate
+) -> Connection:
+    conn = await get(session, connection_id)
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("conn_type", "") is None:
+        changes.pop("conn_type")
+    if "extra" in changes:
+        changes["extra"] = unmask_extra(changes["extra"] or {}, box.decrypt_json(conn.extra))
+    apply_fields(conn, box, changes)
+    await session.flush()
+    return conn
+
+
+async def upsert(session: AsyncSession, box: SecretBox, connection_id: str, fields: ConnectionFields) -> None:
+    conn = await session.scalar(
+        select(Connection).where(Connection.connection_id == connection_id).with_for_update()
+    )
+    if conn is None:
+        conn = Connection(connection_id=connection_id)
+        session.add(conn)
+    apply_fields(conn, box, fields.model_dump())
+    await session.flush()
+
+
+async def delete(session: AsyncSession, connection_id: str) -> None:
+    await session.delete(await get(session, connection_id))
+    await session.flush()
+
+
+def apply_fields(conn: Connection | ConnectionTest, box: SecretBox, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if name == "password":
+            conn.password = box.encrypt(value)
+        elif name == "extra":
+            conn.extra = box.encrypt_json(value or {})
+        elif name in ("schema", "schema_"):
+            conn.schema_ = value
+        else:
+            setattr(conn, name, value)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.db.models import Job, utcnow
+from api.services.errors import Conflict, NotFound
+
+RUNNING = "running"
+COMPLETED = "completed"
+
+
+async def register(
+    session: AsyncSession,
+    *,
+    kind: str,
+    hostname: str,
+    credential: str,
+    queues: list[str],
+    conn_types: list[str],
+) -> Job:
+    job = Job(
+        id=str(uuid.uuid4()),
+        kind=kind,
+        hostname=hostname,
+        credential=credential,
+        queues=queues,
+        conn_types=conn_types,
+        state=RUNNING,
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def get_owned(session: AsyncSession, job_id: str, credential: str) -> Job:
+    job = await session.get(Job, job_id, with_for_update=True)
+    # Another worker's job looks the same as a missing one: ids are not secrets, but jobs are private.
+    if job is None or job.credential != credential:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+async def heartbeat(session: AsyncSession, job_id: str, credential: str) -> Job:
+    job = await get_owned(session, job_id, credential)
+    if job.state != RUNNING:
+        raise Conflict(f"job {job_id} is {job.state}")
+    job.latest_heartbeat = utcnow()
+    return job
+
+
+async def complete(session: AsyncSession, job_id: str, credential: str) -> Job:
+    job = await get_owned(session, job_id, credential)
+    if job.state == RUNNING:
+        job.state = COMPLETED
+        job.ended_at = utcnow()
+    return job
+
+
+def is_alive(job: Job, liveness_timeout: float) -> bool:
+    return job.state == RUNNING and job.latest_heartbeat >= utcnow() - timedelta(seconds=liveness_timeout)
+
+
+async def list_(session: AsyncSession, *, include_completed: bool = True, limit: int = 500) -> list[Job]:
+    query = select(Job).order_by(Job.started_at.desc()).limit(limit)
+    if not include_completed:
+        query = query.where(Job.state == RUNNING)
+    return list(await session.scalars(query))
+
+
+async def live_for_queue(session: AsyncSession, queue: str, liveness_timeout: float) -> list[Job]:
+    cutoff = utcnow() - timedelta(seconds=liveness_timeout)
+    jobs = await session.scalars(select(Job).where(Job.state == RUNNING, Job.latest_heartbeat >= cutoff))
+    return [job for job in jobs if queue in job.queues]

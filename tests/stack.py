@@ -1,0 +1,138 @@
+"""The real parts, started for tests: a Temporal dev server, the API (in-process uvicorn on a free
+port), workers as child processes (``airlock worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from airlock.devstack import DevSecrets, worker_env
+from api.core.config import Settings
+from api.core.security import mint_worker_token
+from api.main import create_app
+
+TERMINAL = {"success", "failed"}
+
+
+@dataclass
+class ApiServer:
+    settings: Settings
+    port: int
+    server: uvicorn.Server | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            create_app(self.settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.task = asyncio.create_task(self.server.serve())
+        for _ in range(300):
+            if self.server.started:
+                return
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.05)
+        raise TimeoutError("API did not start")
+
+    async def stop(self) -> None:
+        if self.server is not None and self.task is not None:
+            self.server.should_exit = True
+            await self.task
+            self.server = self.task = None
+
+
+@dataclass
+class Stack:
+    secrets: DevSecrets
+    temporal_address: str
+    api: ApiServer
+    log_dir: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.api.settings
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.api.url,
+            headers={"Authorization": f"Bearer {token or self.secrets.admin_token}"},
+            timeout=30,
+        )
+
+    def start_worker(self, *queues: str, name: str = "test", **env: str) -> subprocess.Popen[bytes]:
+        token = mint_worker_token(self.settings, name)
+        process_env = worker_env(
+            payload_key=self.secrets.payload_key,
+            worker_token=token,
+            temporal_address=self.temporal_address,
+            api_url=self.api.url,
+            queues=list(queues),
+            AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
+            **env,
+        )
+        log = open(self.log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airlock.cli", "worker"],
+            env=process_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    async def wait_worker(self, queue: str, timeout: float = 30) -> dict[str, Any]:
+        async with self.client() as client:
+            for _ in range(int(timeout * 10)):
+                jobs = (await client.get("/api/v2/jobs", params={"alive": True})).json()["jobs"]
+                for job in jobs:
+                    if queue in job["queues"]:
+                        return dict(job)
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"no worker registered for {queue}")
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.workers.clear()
+
+
+async def wait_terminal(client: httpx.AsyncClient, test_id: str, timeout: float = 120) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        response = await client.get(f"/api/v2/connections/test/{test_id}")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        if body["state"] in TERMINAL:
+            return body
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"test {test_id} did not end within {timeout} s")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,93 @@
+"""The Execution API client: the only way worker-side code reaches Airlock's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from temporalio.exceptions import ApplicationError
+
+from airlock.connection import ConnectionFields
+from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
+
+# Error types the workflow and the tests recognise.
+API_REJECTED = "ExecutionAPIRejected"
+API_UNAVAILABLE = "ExecutionAPIUnavailable"
+
+
+class ExecutionAPIClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        api_version: str = LATEST_EXECUTION_API_VERSION,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/execution",
+            headers={"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: api_version},
+            timeout=timeout,
+            transport=transport or httpx.AsyncHTTPTransport(retries=2),
+        )
+
+    async def __aenter__(self) -> ExecutionAPIClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            # Transient: Temporal's retry policy decides whether to try again.
+            raise ApplicationError(
+                f"Execution API unreachable ({type(exc).__name__})", type=API_UNAVAILABLE
+            ) from None
+        if response.status_code >= 500:
+            raise ApplicationError(
+                f"Execution API answered {response.status_code} on {method} {path}", type=API_UNAVAILABLE
+            )
+        if response.status_code >= 400:
+            # A 4xx will not get better by retrying: fail loudly and for good.
+            raise ApplicationError(
+                f"Execution API rejected {method} {path}: {response.status_code} {_detail(response)}",
+                type=API_REJECTED,
+                non_retryable=True,
+            )
+        return response
+
+    async def get_test_connection(self, test_id: str) -> ConnectionFields:
+        response = await self._request("GET", f"/connection-tests/{test_id}/connection")
+        return ConnectionFields.model_validate(response.json())
+
+    async def set_test_state(
+        self, test_id: str, state: str, *, result_message: str | None = None, worker: str | None = None
+    ) -> None:
+        body = {"state": state, "result_message": result_message, "worker": worker}
+        await self._request("PATCH", f"/connection-tests/{test_id}/state", json=body)
+
+    async def register_job(
+        self, *, kind: str, hostname: str, queues: list[str], conn_types: list[str]
+    ) -> str:
+        body = {"kind": kind, "hostname": hostname, "queues": queues, "conn_types": conn_types}
+        response = await self._request("POST", "/jobs", json=body)
+        return str(response.json()["id"])
+
+    async def heartbeat_job(self, job_id: str) -> None:
+        await self._request("POST", f"/jobs/{job_id}/heartbeat")
+
+    async def complete_job(self, job_id: str) -> None:
+        await self._request("POST", f"/jobs/{job_id}/complete")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", ""))[:500]
+    except ValueError:
+        return response.text[:200]

@@ -1,0 +1,46 @@
+"""Worker settings. A worker knows Temporal, the API and its own credential: never a database URL."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.codec import EncryptionCodec, make_codec
+
+
+class TemporalSettings(BaseSettings):
+    """What every Temporal client of Airlock shares: the API uses it too."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    payload_key: str = Field(default="", repr=False)
+    payload_key_id: str = "k1"
+    # Keys that still decrypt old payloads after a rotation, as {"key id": "base64 key"}.
+    payload_old_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    def codec(self) -> EncryptionCodec:
+        if not self.payload_key:
+            raise ValueError("AIRLOCK_PAYLOAD_KEY is not set: payloads must be encrypted")
+        return make_codec(self.payload_key_id, self.payload_key, self.payload_old_keys.items())
+
+
+class WorkerSettings(TemporalSettings):
+    api_url: str = "http://127.0.0.1:8080"
+    worker_token: str = Field(default="", repr=False)
+    queues: list[str] = Field(default_factory=lambda: ["default"])
+    hostname: str = Field(default_factory=socket.gethostname)
+    max_concurrent_tests: int = Field(default=8, ge=1)
+    job_heartbeat_interval: float = Field(default=5.0, gt=0)
+    # How often a running test tells Temporal it is alive; the workflow's heartbeat timeout is larger.
+    activity_heartbeat_interval: float = Field(default=1.0, gt=0)
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("["):
+            return [q.strip() for q in value.split(",") if q.strip()]
+        return value

@@ -1,0 +1,77 @@
+"""The worker process: one Temporal Worker per task queue, a liveness job, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from datetime import timedelta
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.connection_test import ConnectionTestActivities
+from activities.testers import available_conn_types
+from worker.client import ExecutionAPIClient
+from worker.codec import make_data_converter
+from worker.config import WorkerSettings
+from worker.liveness import LivenessJob
+
+log = structlog.get_logger(__name__)
+
+
+async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
+    if not settings.worker_token:
+        raise SystemExit("AIRLOCK_WORKER_TOKEN is not set: a worker needs its own credential")
+    stop = stop or _stop_on_signals()
+    client = await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=make_data_converter(settings.codec()),
+    )
+    identity = f"{settings.hostname}:{os.getpid()}"
+    conn_types = available_conn_types()
+    activities = ConnectionTestActivities(
+        api_url=settings.api_url,
+        identity=identity,
+        conn_types=conn_types,
+        heartbeat_interval=settings.activity_heartbeat_interval,
+    )
+    workers = [
+        Worker(
+            client,
+            task_queue=queue,
+            activities=[activities.run_connection_test],
+            max_concurrent_activities=settings.max_concurrent_tests,
+            identity=identity,
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        )
+        for queue in settings.queues
+    ]
+    async with ExecutionAPIClient(settings.api_url, settings.worker_token) as api:
+        job = LivenessJob(api, interval=settings.job_heartbeat_interval)
+        job_id = await job.start(
+            kind="worker", hostname=identity, queues=settings.queues, conn_types=conn_types
+        )
+        log.info("worker started", job_id=job_id, queues=settings.queues, conn_types=conn_types)
+        print(f"airlock worker {identity} serving {', '.join(settings.queues)} (job {job_id})", flush=True)
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        try:
+            await stop.wait()
+        finally:
+            for w in workers:
+                await w.shutdown()
+            for run in runs:
+                with contextlib.suppress(Exception):
+                    await run
+            await job.stop()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

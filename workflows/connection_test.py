@@ -1,0 +1,134 @@
+"""ConnectionTestWorkflow: wait for a slot under the global cap, dispatch the test to the user's queue,
+record the result through the API. Every path ends with a recorded terminal state."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from airlock import search_attributes as sa
+    from airlock.states import ConnectionTestState
+    from airlock.workloads import (
+        CONNECTION_TEST_ACTIVITY,
+        MARK_QUEUED_ACTIVITY,
+        RECORD_RESULT_ACTIVITY,
+        ConnectionTestInput,
+        ConnectionTestOutcome,
+        ConnectionTestResult,
+        DispatchTicket,
+        RunConnectionTestInput,
+    )
+
+# Startup of the child interpreter and the report of "running" sit on top of the driver's timeout.
+START_TO_CLOSE_MARGIN = 15.0
+SLOT_SIGNAL = "slot_granted"
+
+
+@workflow.defn
+class ConnectionTestWorkflow:
+    def __init__(self) -> None:
+        self._granted = False
+
+    @workflow.signal(name=SLOT_SIGNAL)
+    def slot_granted(self) -> None:
+        self._granted = True
+
+    @workflow.run
+    async def run(self, inp: ConnectionTestInput) -> ConnectionTestOutcome:
+        control = workflow.info().task_queue
+        try:
+            await workflow.wait_condition(lambda: self._granted)
+            ticket = await workflow.execute_activity(
+                MARK_QUEUED_ACTIVITY,
+                inp.test_id,
+                result_type=DispatchTicket,
+                task_queue=control,
+                schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
+                retry_policy=_api_retry(),
+            )
+            _set_state(ConnectionTestState.QUEUED)
+            outcome = await self._dispatch(inp, ticket)
+        except ActivityError as exc:
+            # Only the mark-queued step gets here: it refuses a test that is no longer pending.
+            outcome = ConnectionTestOutcome(False, f"could not dispatch the test: {_cause(exc)}")
+        except asyncio.CancelledError:
+            outcome = ConnectionTestOutcome(False, "cancelled in Temporal before it finished")
+            await asyncio.shield(self._finish(inp, outcome, control))
+            raise
+        await self._finish(inp, outcome, control)
+        return outcome
+
+    async def _dispatch(self, inp: ConnectionTestInput, ticket: DispatchTicket) -> ConnectionTestOutcome:
+        try:
+            return await workflow.execute_activity(
+                CONNECTION_TEST_ACTIVITY,
+                RunConnectionTestInput(test_id=inp.test_id, token=ticket.token, timeout=inp.timeout),
+                result_type=ConnectionTestOutcome,
+                task_queue=inp.queue,
+                schedule_to_start_timeout=timedelta(seconds=inp.dispatch_timeout),
+                start_to_close_timeout=timedelta(seconds=inp.timeout + START_TO_CLOSE_MARGIN),
+                heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as exc:
+            return ConnectionTestOutcome(False, _explain(exc, inp))
+
+    async def _finish(self, inp: ConnectionTestInput, outcome: ConnectionTestOutcome, control: str) -> None:
+        state = ConnectionTestState.SUCCESS if outcome.ok else ConnectionTestState.FAILED
+        try:
+            await workflow.execute_activity(
+                RECORD_RESULT_ACTIVITY,
+                ConnectionTestResult(inp.test_id, outcome.ok, outcome.message, outcome.worker),
+                task_queue=control,
+                schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
+                retry_policy=_api_retry(),
+            )
+            _set_state(state)
+        finally:
+            # Free the slot only once the result is visible, so the cap holds as seen through the API.
+            await _release(inp.slots_workflow_id)
+
+
+async def _release(slots_workflow_id: str) -> None:
+    handle = workflow.get_external_workflow_handle(slots_workflow_id)
+    try:
+        await handle.signal("release", workflow.info().workflow_id)
+    except Exception:
+        workflow.logger.warning("could not release the slot; its lease will expire")
+
+
+def _api_retry() -> RetryPolicy:
+    return RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+
+
+def _set_state(state: ConnectionTestState) -> None:
+    workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+
+
+def _cause(exc: ActivityError) -> str:
+    cause = exc.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else cause or exc)
+
+
+def _explain(exc: ActivityError, inp: ConnectionTestInput) -> str:
+    cause = exc.cause
+    if isinstance(cause, TimeoutError):
+        if cause.type == TimeoutType.SCHEDULE_TO_START:
+            return (
+                f"no worker picked the test up: nothing polled queue {inp.queue!r} "
+                f"within the dispatch timeout of {inp.dispatch_timeout:g} s"
+            )
+        if cause.type == TimeoutType.HEARTBEAT:
+            return (
+                f"the worker running the test stopped responding (no heartbeat for "
+                f"{inp.heartbeat_timeout:g} s): it was probably killed or lost its network"
+            )
+        return f"timed out after {inp.timeout} s (the worker did not report back in time)"
+    if isinstance(cause, ApplicationError):
+        return f"the worker could not run the test: {cause.message}"
+    return f"the worker could not run the test: {cause or exc}"
