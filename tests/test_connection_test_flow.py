@@ -3,41 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-from collections.abc import Iterator
-
-import pytest
 
 from tests.stack import unique, wait_terminal
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts and never answers: drivers hang on it."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    listener.close()
 
 
 async def test_test_runs_on_named_queue_and_reports_worker(make_stack) -> None:
@@ -52,7 +19,8 @@ async def test_test_runs_on_named_queue_and_reports_worker(make_stack) -> None:
             ids = []
             for _ in range(3):
                 response = await client.post(
-                    "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
+                    "/api/v2/connections/test",
+                    json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue},
                 )
                 assert response.status_code == 202, response.text
                 assert response.json()["state"] == "pending"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.codec import EncryptionCodec, make_codec
 
@@ -31,7 +32,8 @@ class TemporalSettings(BaseSettings):
 class WorkerSettings(TemporalSettings):
     api_url: str = "http://127.0.0.1:8080"
     worker_token: str = Field(default="", repr=False)
-    queues: list[str] = Field(default_factory=lambda: ["default"])
+    # Comma-separated in the environment: AIRLOCK_QUEUES=net-a,net-b
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     hostname: str = Field(default_factory=socket.gethostname)
     max_concurrent_tests: int = Field(default=8, ge=1)
     job_heartbeat_interval: float = Field(default=5.0, gt=0)
@@ -41,6 +43,10 @@ class WorkerSettings(TemporalSettings):
     @field_validator("queues", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str) and not value.startswith("["):
-            return [q.strip() for q in value.split(",") if q.strip()]
-        return value
+        return split_list(value)
+
+
+def split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value

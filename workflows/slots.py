@@ -23,10 +23,12 @@ CONTINUE_AS_NEW_AFTER_EVENTS = 5_000
 
 @workflow.defn
 class ConnectionTestSlotsWorkflow:
-    def __init__(self) -> None:
-        self._capacity = 1
-        self._holders: dict[str, float] = {}
-        self._waiters: list[SlotRequest] = []
+    # The state is restored in __init__, before the first signal (signal-with-start) is applied.
+    @workflow.init
+    def __init__(self, state: SlotsState) -> None:
+        self._capacity = state.capacity
+        self._holders: dict[str, float] = {h.workflow_id: h.expires_at for h in state.holders}
+        self._waiters: list[SlotRequest] = list(state.waiters)
         self._changed = False
 
     @workflow.signal
@@ -50,9 +52,6 @@ class ConnectionTestSlotsWorkflow:
 
     @workflow.run
     async def run(self, state: SlotsState) -> None:
-        self._capacity = state.capacity
-        self._holders = {h.workflow_id: h.expires_at for h in state.holders}
-        self._waiters = list(state.waiters)
         while True:
             self._expire_leases()
             await self._grant()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
 
-from worker.config import TemporalSettings
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from worker.config import TemporalSettings, split_list
 
 
 class Settings(TemporalSettings):
@@ -17,7 +19,7 @@ class Settings(TemporalSettings):
     admin_token: str = Field(default="", repr=False)
     # Decode-only secret for the Temporal UI's codec endpoint (it cannot send a bearer token).
     codec_token: str = Field(default="", repr=False)
-    codec_cors_origins: list[str] = Field(
+    codec_cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
     )
     jwt_audience: str = "airlock-execution"
@@ -36,6 +38,8 @@ class Settings(TemporalSettings):
     # A job whose last heartbeat is older than this is not counted as a live worker.
     job_liveness_timeout: float = Field(default=30, gt=0)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    _split_origins = field_validator("codec_cors_origins", mode="before")(split_list)
 
     @model_validator(mode="after")
     def _timeouts(self) -> Settings:

@@ -1,0 +1,179 @@
+"""Every test ends, the global cap holds, and secrets stay out of Temporal's history."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+
+import httpx
+from temporalio.client import Client
+
+from airlock.workloads import connection_test_workflow_id
+from tests.stack import unique, wait_terminal
+
+
+async def test_global_cap_holds_across_workers(make_stack, silent_server: int) -> None:
+    """20 tests, cap 4, two workers: never more than 4 running as seen through the API; FIFO order."""
+    stack = await make_stack(max_connection_test_concurrency=4)
+    queue = unique("net")
+    stack.start_worker(queue, name="one")
+    stack.start_worker(queue, name="two")
+    await stack.wait_worker(queue)
+    async with stack.client() as client:
+        ids = []
+        for _ in range(20):
+            # Each test holds its slot for ~1 s: the hung server makes the driver wait until killed.
+            r = await client.post(
+                "/api/v2/connections/test",
+                json={"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 1},
+            )
+            assert r.status_code == 202
+            ids.append(r.json()["id"])
+        peak = 0
+        started_order: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            tests = (await client.get("/api/v2/connections/test", params={"limit": 100})).json()["tests"]
+            active = [t for t in tests if t["state"] in ("queued", "running")]
+            peak = max(peak, len(active))
+            assert len(active) <= 4, [t["state"] for t in tests]
+            for t in tests:
+                if t["state"] != "pending":
+                    started_order.setdefault(t["id"], loop.time())
+            if all(t["state"] in ("success", "failed") for t in tests):
+                break
+            await asyncio.sleep(0.05)
+    assert peak == 4
+    # Tests left pending in the order they were submitted (allowing for one poll's jitter).
+    order = sorted(ids, key=lambda i: started_order[i])
+    assert ids.index(order[-1]) >= 15
+
+
+async def test_worker_killed_mid_test_fails_with_reason(make_stack, silent_server: int) -> None:
+    stack = await make_stack(connection_test_heartbeat_timeout=3)
+    queue = unique("net")
+    proc = stack.start_worker(queue)
+    await stack.wait_worker(queue)
+    async with stack.client() as client:
+        r = await client.post(
+            "/api/v2/connections/test",
+            json={"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 60},
+        )
+        test_id = r.json()["id"]
+        for _ in range(100):
+            if (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] == "running":
+                break
+            await asyncio.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        result = await wait_terminal(client, test_id, timeout=30)
+    assert result["state"] == "failed"
+    assert "stopped responding" in result["result_message"]
+
+
+async def test_queue_abandoned_by_killed_worker_fails_on_dispatch_timeout(make_stack) -> None:
+    stack = await make_stack(connection_test_dispatch_timeout=2)
+    queue = unique("net")
+    proc = stack.start_worker(queue)
+    await stack.wait_worker(queue)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    async with stack.client() as client:
+        # The job still looks alive for a moment: the test is accepted, and nobody picks it up.
+        r = await client.post("/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue})
+        result = await wait_terminal(client, r.json()["id"], timeout=30)
+    assert result["state"] == "failed"
+    assert "no worker picked the test up" in result["result_message"] and queue in result["result_message"]
+
+
+async def test_workflow_terminated_in_temporal_is_reaped(make_stack, silent_server: int) -> None:
+    stack = await make_stack(connection_test_reaper_interval=0.5)
+    queue = unique("net")
+    stack.start_worker(queue)
+    await stack.wait_worker(queue)
+    async with stack.client() as client:
+        r = await client.post(
+            "/api/v2/connections/test",
+            json={"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 60},
+        )
+        test_id = r.json()["id"]
+        temporal = await Client.connect(stack.temporal_address)
+        await asyncio.sleep(1)
+        await temporal.get_workflow_handle(connection_test_workflow_id(test_id)).terminate(
+            reason="operator says stop"
+        )
+        # The reaper waits for the grace before it looks: let it look now.
+        from api.temporal.reaper import ConnectionTestReaper
+
+        reaper = ConnectionTestReaper(
+            stack.api.server.config.app.state.runtime.temporal,  # type: ignore[union-attr]
+            stack.settings,
+            stack.api.server.config.app.state.runtime.sessions,  # type: ignore[union-attr]
+            stack.api.server.config.app.state.runtime.box,  # type: ignore[union-attr]
+        )
+        assert await reaper.reap_once(older_than=0) == 1
+        result = await wait_terminal(client, test_id, timeout=5)
+    assert result["state"] == "failed"
+    assert (
+        "terminated in Temporal" in result["result_message"]
+        and "operator says stop" in result["result_message"]
+    )
+
+
+async def test_result_due_while_api_down_lands_when_it_returns(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("net")
+    stack.start_worker(queue)
+    await stack.wait_worker(queue)
+    async with stack.client() as client:
+        r = await client.post(
+            "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
+        )
+        test_id = r.json()["id"]
+    await stack.api.stop()
+    await asyncio.sleep(3)
+    await stack.api.start()
+    async with stack.client() as client:
+        result = await wait_terminal(client, test_id, timeout=60)
+    # Either the worker reported "running" before the API went away or after: the test still ends.
+    assert result["state"] in ("success", "failed")
+    assert result["result_message"]
+
+
+async def test_no_secret_in_workflow_history(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("net")
+    stack.start_worker(queue)
+    await stack.wait_worker(queue)
+    password = "Pw-" + base64.b16encode(os.urandom(8)).decode()
+    async with stack.client() as client:
+        r = await client.post(
+            "/api/v2/connections/test",
+            json={"uri": f"postgres://alice:{password}@127.0.0.1:1/db", "queue": queue},
+        )
+        test_id = r.json()["id"]
+        result = await wait_terminal(client, test_id)
+        assert password not in str(result)
+    temporal = await Client.connect(stack.temporal_address)
+    handle = temporal.get_workflow_handle(connection_test_workflow_id(test_id))
+    history = await handle.fetch_history()
+    raw = history.to_json()
+    assert password not in raw
+    assert "eyJ" not in raw  # no JWT (base64 of '{"') in plaintext
+    # Payloads are encrypted and name their key; the codec endpoint decodes them for operators.
+    encoded = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    payload = encoded[-1].activity_task_scheduled_event_attributes.input.payloads[0]
+    assert payload.metadata["encoding"] == b"binary/encrypted"
+    from google.protobuf import json_format
+    from temporalio.api.common.v1 import Payloads
+
+    body = json_format.MessageToDict(Payloads(payloads=[payload]))
+    async with stack.client() as client:
+        decoded = await client.post("/codec/decode", json=body)
+        assert decoded.status_code == 200
+        assert b"eyJ" in base64.b64decode(decoded.json()["payloads"][0]["data"])
+    async with httpx.AsyncClient(base_url=stack.api.url) as anonymous:
+        assert (await anonymous.post("/codec/decode", json=body)).status_code == 401
+        ui = await anonymous.post(f"/codec/ui/{stack.secrets.codec_token}/decode", json=body)
+        assert ui.status_code == 200
