@@ -1,55 +1,169 @@
 """Connection testers, found through the ``airlock.connection_testers`` entry-point group.
 
-A tester is ``(ConnectionFields, timeout) -> (ok, message)``; it runs in the isolated child process.
+Only the standard library and ``airlock.connection`` are imported here: the isolated child
+imports this package first, and a driver should load only when its conn_type is tested.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cache
+import base64
+import functools
+import socket
+from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
-from urllib.parse import quote
+from typing import TypeVar
+from urllib.parse import quote, quote_plus
 
 from airlock.connection import ConnectionFields
 
 ENTRY_POINT_GROUP = "airlock.connection_testers"
+
 Tester = Callable[[ConnectionFields, float], tuple[bool, str]]
+
+E = TypeVar("E", bound=BaseException)
+
+# Substrings of extra keys whose values are secrets; the list follows Airflow's masker.
+SENSITIVE_EXTRA_KEYS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "private_key",
+    "api_key",
+    "apikey",
+    "authorization",
+)
 
 
 class UnknownConnType(ValueError):
-    pass
+    """No tester can be loaded for a conn_type on this worker."""
 
 
 def tester_entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-@cache
 def available_conn_types() -> list[str]:
-    """The conn_types whose tester (and its driver) imports here: what a worker announces."""
     names = []
-    for name, ep in sorted(tester_entry_points().items()):
+    for name, ep in tester_entry_points().items():
         try:
             ep.load()
-        except ImportError:
+        # A tester whose driver is missing, or a broken third-party plugin, must not stop
+        # the worker from announcing the types it can test.
+        except Exception:  # noqa: S112
             continue
         names.append(name)
-    return names
+    return sorted(names)
 
 
 def load_tester(conn_type: str) -> Tester:
-    ep = tester_entry_points().get(conn_type)
+    eps = tester_entry_points()
+    ep = eps.get(conn_type) or eps.get(conn_type.lower())
     if ep is None:
-        available = ", ".join(sorted(tester_entry_points())) or "none"
+        available = ", ".join(available_conn_types()) or "none"
         raise UnknownConnType(
             f"no tester for conn_type {conn_type!r} is installed on this worker (available: {available})"
         )
-    tester: Tester = ep.load()
+    try:
+        tester: Tester = ep.load()
+    except ImportError as exc:
+        raise UnknownConnType(
+            f"the tester for conn_type {conn_type!r} cannot load on this worker: {exc}"
+        ) from None
     return tester
 
 
 def scrub(message: str, *secrets: str | None) -> str:
+    """Replace each non-empty secret, raw or URL-quoted, with ``***``."""
+    forms: set[str] = set()
     for secret in secrets:
         if secret:
-            message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
+            forms.update((secret, quote(secret, safe=""), quote_plus(secret), quote(secret)))
+    # Longest first, so a secret that contains another is not left half-replaced.
+    for form in sorted(forms, key=len, reverse=True):
+        message = message.replace(form, "***")
     return message
+
+
+def connection_secrets(conn: ConnectionFields) -> tuple[str, ...]:
+    """Every string a message must not show: the password, the pair basic auth sends, secret extras."""
+    secrets: list[str] = []
+    if conn.password:
+        pair = f"{conn.login or ''}:{conn.password}"
+        secrets += [conn.password, pair, base64.b64encode(pair.encode()).decode()]
+    secrets += _sensitive_extra_values(conn.extra.items())
+    return tuple(secrets)
+
+
+def _sensitive_extra_values(items: Iterable[tuple[str, object]]) -> list[str]:
+    found: list[str] = []
+    for key, value in items:
+        if isinstance(value, dict):
+            found += _sensitive_extra_values(value.items())
+        elif isinstance(value, str) and any(part in key.lower() for part in SENSITIVE_EXTRA_KEYS):
+            found.append(value)
+    return found
+
+
+def scrubbed(tester: Tester) -> Tester:
+    """Decorate a tester so that whatever it returns is scrubbed, whoever calls it."""
+
+    @functools.wraps(tester)
+    def run(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
+        ok, message = tester(conn, timeout)
+        return ok, scrub(message, *connection_secrets(conn))
+
+    return run
+
+
+def missing(conn: ConnectionFields, *fields: str) -> str | None:
+    """The message for the first required field that is empty, or None when all are set."""
+    for field in fields:
+        if getattr(conn, field) in (None, ""):
+            name = "schema" if field == "schema_" else field
+            return f"{name} is required for a {conn.conn_type} connection"
+    return None
+
+
+def find_cause(exc: BaseException, kind: type[E]) -> E | None:
+    """Drivers wrap socket errors in their own types; walk the chain to the original."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def network_failure(exc: BaseException, host: str, port: int | None, timeout: float) -> str | None:
+    """Classify a failure to reach host:port, or None when the network was not the problem."""
+    where = f"{host}:{port}" if port is not None else host
+    gai = find_cause(exc, socket.gaierror)
+    if gai is not None:
+        if gai.errno == socket.EAI_AGAIN:
+            return f"cannot resolve host {host!r}: temporary DNS failure"
+        return f"unknown host {host!r}"
+    if find_cause(exc, ConnectionRefusedError) is not None:
+        return f"connection refused by {where}"
+    if find_cause(exc, TimeoutError) is not None:
+        return timed_out(timeout)
+    os_error = find_cause(exc, OSError)
+    if os_error is not None:
+        return f"cannot connect to {where}: {os_error.strerror or os_error}"
+    return None
+
+
+def timed_out(timeout: float) -> str:
+    return f"timed out after {timeout:g} s"
+
+
+def as_bool(value: object, default: bool) -> bool:
+    """Read a flag from extra; values parsed from a URI query arrive as strings."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

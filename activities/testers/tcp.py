@@ -1,23 +1,23 @@
-"""A plain TCP port check: can this worker open a connection to host:port?"""
+"""TCP: can this worker open a connection to host:port? Nothing is sent."""
 
 from __future__ import annotations
 
 import socket
 
+from activities.testers import missing, network_failure, scrubbed
 from airlock.connection import ConnectionFields
 
 
+@scrubbed
 def test_tcp(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
-    if not conn.host or conn.port is None:
-        return False, "a tcp test needs a host and a port"
+    problem = missing(conn, "host", "port")
+    if problem:
+        return False, problem
+    assert conn.host is not None and conn.port is not None
     try:
         with socket.create_connection((conn.host, conn.port), timeout=timeout):
-            return True, f"TCP connection to {conn.host}:{conn.port} opened"
-    except socket.gaierror:
-        return False, f"unknown host {conn.host!r}"
-    except ConnectionRefusedError:
-        return False, f"connection refused by {conn.host}:{conn.port}"
-    except TimeoutError:
-        return False, f"timed out after {timeout:g} s connecting to {conn.host}:{conn.port}"
+            pass
     except OSError as exc:
-        return False, f"cannot reach {conn.host}:{conn.port}: {exc.strerror or exc}"
+        message = network_failure(exc, conn.host, conn.port, timeout)
+        return False, message or f"cannot connect to {conn.host}:{conn.port}: {exc}"
+    return True, f"TCP connection to {conn.host}:{conn.port} ok"

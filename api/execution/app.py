@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cadwyn import Cadwyn
 from fastapi import APIRouter
 
@@ -22,6 +24,7 @@ def create_execution_app() -> Cadwyn:
         description="What workers call: workload fields, state reports, liveness jobs. JWT-authenticated.",
         versions=bundle,
         api_version_parameter_name=EXECUTION_API_VERSION_HEADER,
+        changelog_url=None,
     )
     router = APIRouter()
     router.include_router(connection_tests.router)
@@ -32,13 +35,16 @@ def create_execution_app() -> Cadwyn:
 
 def openapi_document(app: Cadwyn, version: str) -> dict[str, Any]:
     """The OpenAPI document of one version, as served at ``/execution/openapi.json?version=...``."""
-    from fastapi.testclient import TestClient
 
-    with TestClient(app) as client:
-        response = client.get("/openapi.json", params={"version": version})
-        response.raise_for_status()
-        document: dict[str, Any] = response.json()
-    return document
+    async def fetch() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://execution") as client:
+            response = await client.get("/openapi.json", params={"version": version})
+            response.raise_for_status()
+            document: dict[str, Any] = response.json()
+            return document
+
+    return asyncio.run(fetch())
 
 
 def write_openapi_documents() -> list[Path]:

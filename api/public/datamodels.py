@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airlock.connection import CONN_TYPE_PATTERN, ConnectionFields, InvalidURI, check_extra, parse_uri
 from airlock.states import ConnectionTestState
@@ -112,11 +112,13 @@ class ConnectionTestRequest(StrictModel):
             raise ValueError("unsaved connection fields need a conn_type")
         if self.commit_on_success and (self.connection_id is None or not (has_fields or self.uri)):
             raise ValueError("commit_on_success needs unsaved fields (or uri) and the connection_id to save")
-        if self.uri is not None:
-            try:
-                ConnectionFields.model_validate(parse_uri(self.uri))
-            except InvalidURI as exc:
-                raise ValueError(f"invalid uri: {exc}") from None
+        try:
+            self.unsaved_fields()
+        except InvalidURI as exc:
+            raise ValueError(f"invalid uri: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"invalid connection: {problems}") from None
         return self
 
     def unsaved_fields(self) -> ConnectionFields | None:

@@ -80,11 +80,10 @@ async def submit(
         test.finished_at = utcnow()
     else:
         test.active_connection_id = request.connection_id
-    session.add(test)
     try:
-        await session.flush()
+        async with session.begin_nested():
+            session.add(test)
     except IntegrityError:
-        await session.rollback()
         active = await session.scalar(
             select(ConnectionTest.id).where(ConnectionTest.active_connection_id == request.connection_id)
         )

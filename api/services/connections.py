@@ -75,11 +75,10 @@ async def list_(session: AsyncSession, *, limit: int, offset: int) -> tuple[list
 async def create(session: AsyncSession, box: SecretBox, body: ConnectionCreate) -> Connection:
     conn = Connection(connection_id=body.connection_id)
     apply_fields(conn, box, body.model_dump(exclude={"connection_id"}))
-    session.add(conn)
     try:
-        await session.flush()
+        async with session.begin_nested():
+            session.add(conn)
     except IntegrityError:
-        await session.rollback()
         raise Conflict(f"connection {body.connection_id!r} already exists") from None
     return conn
 

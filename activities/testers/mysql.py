@@ -1,0 +1,88 @@
+"""MySQL and MariaDB: connect with PyMySQL and run ``select 1``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymysql
+
+from activities.testers import missing, network_failure, scrubbed, timed_out
+from airlock.connection import ConnectionFields
+
+DEFAULT_PORT = 3306
+# MariaDB announces itself as "5.5.5-<real version>" so that old replication clients cope.
+MARIADB_PREFIX = "5.5.5-"
+
+# Server error codes (mysqld_error.h / errmsg.h).
+ER_DBACCESS_DENIED = 1044
+ER_ACCESS_DENIED = 1045
+ER_BAD_DB = 1049
+ER_HOST_NOT_PRIVILEGED = 1130
+CR_SERVER_LOST = 2013
+
+
+def driver_options(extra: dict[str, Any]) -> dict[str, Any]:
+    # Only options that change how the test connects; local_infile and friends stay off.
+    options: dict[str, Any] = {}
+    if isinstance(extra.get("charset"), str):
+        options["charset"] = extra["charset"]
+    if isinstance(extra.get("ssl"), dict):
+        options["ssl"] = extra["ssl"]
+    return options
+
+
+@scrubbed
+def test_mysql(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
+    problem = missing(conn, "host")
+    if problem:
+        return False, problem
+    assert conn.host is not None
+    port = conn.port or DEFAULT_PORT
+    try:
+        db = pymysql.connect(
+            host=conn.host,
+            port=port,
+            user=conn.login,
+            password=conn.password or "",
+            database=conn.schema_,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            write_timeout=timeout,
+            **driver_options(conn.extra),
+        )
+        try:
+            with db.cursor() as cursor:
+                cursor.execute("select 1")
+                cursor.fetchone()
+            version = server_version(db.get_server_info())
+        finally:
+            db.close()
+    except pymysql.MySQLError as exc:
+        return False, classify(exc, conn, conn.host, port, timeout)
+    return True, f"{version}: select 1 ok"
+
+
+def server_version(info: str) -> str:
+    info = info.removeprefix(MARIADB_PREFIX)
+    number = info.split("-", 1)[0]
+    return f"MariaDB {number}" if "mariadb" in info.lower() else f"MySQL {number}"
+
+
+def classify(exc: pymysql.MySQLError, conn: ConnectionFields, host: str, port: int, timeout: float) -> str:
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    user = conn.login or ""
+    if code == ER_ACCESS_DENIED:
+        return f"authentication failed for user {user!r}"
+    if code == ER_BAD_DB:
+        return f"database {conn.schema_!r} does not exist"
+    if code == ER_DBACCESS_DENIED:
+        return f"user {user!r} has no access to database {conn.schema_!r}"
+    if code == ER_HOST_NOT_PRIVILEGED:
+        return f"the server at {host}:{port} does not accept connections from this worker: {text}"
+    network = network_failure(exc, host, port, timeout)
+    if network:
+        return network
+    if code == CR_SERVER_LOST and "timed out" in text:
+        return timed_out(timeout)
+    return f"MySQL at {host}:{port}: {text}"

@@ -1,0 +1,109 @@
+"""PostgreSQL: connect with psycopg 3 and run ``select 1``."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from activities.testers import missing, network_failure, scrubbed, timed_out
+from airlock.connection import ConnectionFields
+
+DEFAULT_PORT = 5432
+# libpq counts connect_timeout in whole seconds and raises anything below 2 to 2.
+MIN_CONNECT_TIMEOUT = 2
+# Set from the connection's own fields; extra must not override them. hostaddr and service
+# would redirect the test elsewhere, passfile would read credentials from the worker's disk.
+RESERVED_PARAMS = frozenset(
+    {"host", "hostaddr", "port", "user", "password", "dbname", "connect_timeout", "service", "passfile"}
+)
+
+
+@functools.cache
+def libpq_params() -> frozenset[str]:
+    return frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
+
+
+def extra_params(extra: dict[str, Any]) -> dict[str, str]:
+    """Airflow keeps libpq options (sslmode, ...) in extra next to hook options libpq would reject."""
+    allowed = libpq_params() - RESERVED_PARAMS
+    return {
+        key: str(value)
+        for key, value in extra.items()
+        if key in allowed and isinstance(value, str | int) and not isinstance(value, bool)
+    }
+
+
+@scrubbed
+def test_postgres(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
+    problem = missing(conn, "host")
+    if problem:
+        return False, problem
+    assert conn.host is not None
+    port = conn.port or DEFAULT_PORT
+    connect_timeout = max(MIN_CONNECT_TIMEOUT, math.ceil(timeout))
+    params: dict[str, Any] = {
+        **extra_params(conn.extra),
+        "host": conn.host,
+        "port": port,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema_,
+        "connect_timeout": connect_timeout,
+    }
+    try:
+        with psycopg.connect(autocommit=True, **params) as db:
+            db.execute("select 1").fetchone()
+            version = server_version(db.info.server_version)
+    except psycopg.Error as exc:
+        return False, classify(exc, conn, conn.host, port, connect_timeout)
+    return True, f"PostgreSQL {version}: select 1 ok"
+
+
+def server_version(number: int) -> str:
+    major, rest = divmod(number, 10000)
+    if major >= 10:
+        return f"{major}.{rest}"
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def classify(exc: psycopg.Error, conn: ConnectionFields, host: str, port: int, timeout: float) -> str:
+    if isinstance(exc, psycopg.errors.ConnectionTimeout):
+        return timed_out(timeout)
+    # Connection failures carry no SQLSTATE (there is no result yet), so libpq's text is all we have.
+    text = str(exc)
+    user = quoted(text, "user") or quoted(text, "role") or conn.login or "(default)"
+    if "does not exist" in text and 'role "' in text:
+        return f"authentication failed for user {user!r} (the role does not exist)"
+    if "authentication failed" in text:
+        return f"authentication failed for user {user!r}"
+    if "no password supplied" in text:
+        return f"authentication failed for user {user!r}: the server requires a password"
+    if "no pg_hba.conf entry" in text:
+        return f"authentication failed for user {user!r}: pg_hba.conf has no entry for this client"
+    if 'database "' in text and "does not exist" in text:
+        return f"database {quoted(text, 'database') or conn.schema_!r} does not exist"
+    if "failed to resolve host" in text or "could not translate host name" in text:
+        if "Temporary failure" in text:
+            return f"cannot resolve host {host!r}: temporary DNS failure"
+        return f"unknown host {host!r}"
+    if "Connection refused" in text:
+        return f"connection refused by {host}:{port}"
+    if "timeout expired" in text:
+        return timed_out(timeout)
+    return network_failure(exc, host, port, timeout) or f"PostgreSQL at {host}:{port}: {reason(text)}"
+
+
+def quoted(text: str, word: str) -> str | None:
+    match = re.search(word + r' "([^"]*)"', text)
+    return match.group(1) if match else None
+
+
+def reason(text: str) -> str:
+    # libpq prefixes the reason with the address it tried and a severity; keep only the reason.
+    first = text.rsplit(" failed: ", 1)[-1].strip().splitlines()[0]
+    return re.sub(r"^(FATAL|ERROR):\s+", "", first)
