@@ -46,9 +46,12 @@ class ConnectionTestActivities:
         if result.timed_out:
             return self._outcome(False, f"timed out after {workload.timeout} s (driver process killed)")
         if result.output is None:
-            detail = scrub(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "", fields.password)
+            detail = scrub(
+                result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "", fields.password
+            )
             return self._outcome(
-                False, f"tester process exited with status {result.returncode} without a result. {detail}".strip()
+                False,
+                f"tester process exited with status {result.returncode} without a result. {detail}".strip(),
             )
         message = scrub(str(result.output.get("message", "")), fields.password)
         elapsed = time.monotonic() - started

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+
+from temporalio.client import Client
 
 from tests.stack import unique, wait_terminal
 
@@ -67,3 +72,71 @@ async def test_hung_driver_is_killed_at_timeout_and_worker_carries_on(make_stack
             "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
         )
         assert (await wait_terminal(client, response.json()["id"]))["state"] == "success"
+
+
+async def test_cli_shows_states_and_exits_by_result(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("net")
+    stack.start_worker(queue)
+    await stack.wait_worker(queue)
+    env = {**os.environ, "AIRLOCK_API_TOKEN": stack.secrets.admin_token, "AIRLOCK_API_URL": stack.api.url}
+
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "airlock.cli",
+            "connections",
+            "test",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await cli("--uri", f"tcp://127.0.0.1:{stack.api.port}", "--queue", queue)
+    assert code == 0, out
+    assert "pending" in out and "success" in out and "TCP connection" in out
+    code, out = await cli("--uri", "tcp://127.0.0.1:1", "--queue", queue)
+    assert code == 1, out
+    assert "connection refused" in out
+    code, out = await cli("--conn-id", "does-not-exist")
+    assert code == 2 and "404" in out
+    code, out = await cli()
+    assert code == 2
+
+
+async def test_operators_find_tests_by_search_attributes(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("net")
+    stack.start_worker(queue)
+    await stack.wait_worker(queue)
+    async with stack.client() as client:
+        await client.post("/api/v2/connections", json={"connection_id": unique("svc"), "conn_type": "tcp"})
+        r = await client.post("/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue})
+        test_id = r.json()["id"]
+        await wait_terminal(client, test_id)
+    temporal = await Client.connect(stack.temporal_address)
+    query = f"AirlockKind = 'connection-test' AND AirlockQueue = '{queue}' AND AirlockState = 'failed'"
+    for _ in range(50):  # visibility is eventually consistent
+        found = [wf.id async for wf in temporal.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    assert found == [f"connection-test-{test_id}"]
+
+
+async def test_worker_completes_its_job_on_shutdown(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("net")
+    proc = stack.start_worker(queue)
+    job = await stack.wait_worker(queue)
+    assert set(job["conn_types"]) >= {"postgres", "mysql", "redis", "http", "tcp", "sqlite"}
+    os.killpg(proc.pid, signal.SIGTERM)
+    await asyncio.to_thread(proc.wait, 20)
+    async with stack.client() as client:
+        jobs = (await client.get("/api/v2/jobs")).json()["jobs"]
+    mine = next(j for j in jobs if j["id"] == job["id"])
+    assert mine["state"] == "completed" and mine["alive"] is False and mine["ended_at"]

@@ -8,9 +8,12 @@ import os
 import signal
 
 import httpx
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
 from airlock.workloads import connection_test_workflow_id
+from api.temporal.reaper import ConnectionTestReaper
 from tests.stack import unique, wait_terminal
 
 
@@ -104,8 +107,6 @@ async def test_workflow_terminated_in_temporal_is_reaped(make_stack, silent_serv
             reason="operator says stop"
         )
         # The reaper waits for the grace before it looks: let it look now.
-        from api.temporal.reaper import ConnectionTestReaper
-
         reaper = ConnectionTestReaper(
             stack.api.server.config.app.state.runtime.temporal,  # type: ignore[union-attr]
             stack.settings,
@@ -162,12 +163,14 @@ async def test_no_secret_in_workflow_history(make_stack) -> None:
     assert password not in raw
     assert "eyJ" not in raw  # no JWT (base64 of '{"') in plaintext
     # Payloads are encrypted and name their key; the codec endpoint decodes them for operators.
-    encoded = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
-    payload = encoded[-1].activity_task_scheduled_event_attributes.input.payloads[0]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    dispatch = next(a for a in scheduled if a.activity_type.name == "run_connection_test")
+    payload = dispatch.input.payloads[0]
     assert payload.metadata["encoding"] == b"binary/encrypted"
-    from google.protobuf import json_format
-    from temporalio.api.common.v1 import Payloads
-
     body = json_format.MessageToDict(Payloads(payloads=[payload]))
     async with stack.client() as client:
         decoded = await client.post("/codec/decode", json=body)
