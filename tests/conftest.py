@@ -86,18 +86,18 @@ async def make_stack(
     stacks: list[Stack] = []
 
     async def factory(**overrides: Any) -> Stack:
-        settings = Settings(
-            database_url=database_url,
-            temporal_address=temporal_address,
-            fernet_key=dev_secrets.fernet_key,
-            payload_key=dev_secrets.payload_key,
-            jwt_secret=dev_secrets.jwt_secret,
-            admin_token=dev_secrets.admin_token,
-            codec_token=dev_secrets.codec_token,
-            control_queue=f"control-{uuid.uuid4().hex[:8]}",
-            job_liveness_timeout=5,
-            **overrides,
-        )
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "temporal_address": temporal_address,
+            "fernet_key": dev_secrets.fernet_key,
+            "payload_key": dev_secrets.payload_key,
+            "jwt_secret": dev_secrets.jwt_secret,
+            "admin_token": dev_secrets.admin_token,
+            "codec_token": dev_secrets.codec_token,
+            "control_queue": f"control-{uuid.uuid4().hex[:8]}",
+            "job_liveness_timeout": 5,
+        }
+        settings = Settings(**{**values, **overrides})
         upgrade(settings.database_url)
         stack = Stack(dev_secrets, temporal_address, ApiServer(settings, free_port()), tmp_path)
         await stack.api.start()

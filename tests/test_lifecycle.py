@@ -180,3 +180,41 @@ async def test_no_secret_in_workflow_history(make_stack) -> None:
         assert (await anonymous.post("/codec/decode", json=body)).status_code == 401
         ui = await anonymous.post(f"/codec/ui/{stack.secrets.codec_token}/decode", json=body)
         assert ui.status_code == 200
+
+
+async def test_two_api_replicas_share_the_work_and_reap_once(make_stack, silent_server: int) -> None:
+    """Two API replicas on one database and one control queue: tests submitted to either complete,
+    and a test whose workflow was terminated is reaped exactly once although both reapers run."""
+    first = await make_stack()
+    second = await make_stack(control_queue=first.settings.control_queue)
+    queue = unique("net")
+    first.start_worker(queue)
+    await first.wait_worker(queue)
+    ids = []
+    for replica in (first, second, first, second):
+        async with replica.client() as client:
+            r = await client.post(
+                "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{first.api.port}", "queue": queue}
+            )
+            ids.append(r.json()["id"])
+    async with second.client() as client:
+        for test_id in ids:
+            assert (await wait_terminal(client, test_id))["state"] == "success"
+        r = await client.post(
+            "/api/v2/connections/test",
+            json={"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 60},
+        )
+        hung = r.json()["id"]
+    temporal = await Client.connect(first.temporal_address)
+    await asyncio.sleep(1)
+    await temporal.get_workflow_handle(connection_test_workflow_id(hung)).terminate(reason="stuck")
+    reapers = [
+        ConnectionTestReaper(rt.temporal, s.settings, rt.sessions, rt.box)
+        for s in (first, second)
+        for rt in [s.api.server.config.app.state.runtime]  # type: ignore[union-attr]
+    ]
+    counts = await asyncio.gather(*(reaper.reap_once(older_than=0) for reaper in reapers))
+    assert sorted(counts) == [0, 1]
+    async with first.client() as client:
+        result = await wait_terminal(client, hung, timeout=5)
+    assert result["state"] == "failed" and "stuck" in result["result_message"]
