@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=settings.codec_cors_origins,
         allow_methods=["POST"],
-        allow_headers=["content-type", "x-namespace", "authorization"],
+        allow_headers=["*"],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -19,7 +19,9 @@ import uvicorn
 from airlock.devstack import DevSecrets, worker_env
 from api.core.config import Settings
 from api.core.security import mint_worker_token
+from api.deps import Runtime
 from api.main import create_app
+from api.temporal.reaper import ConnectionTestReaper
 
 TERMINAL = {"success", "failed"}
 
@@ -69,6 +71,13 @@ class Stack:
     def settings(self) -> Settings:
         return self.api.settings
 
+    def reaper(self) -> ConnectionTestReaper:
+        """A reaper on this replica's runtime, to run a pass now instead of waiting for the grace."""
+        assert self.api.server is not None
+        runtime: Runtime = self.api.server.config.app.state.runtime
+        assert runtime.temporal is not None
+        return ConnectionTestReaper(runtime.temporal, self.settings, runtime.sessions, runtime.box)
+
     def client(self, token: str | None = None) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.api.url,
@@ -97,6 +106,14 @@ class Stack:
         )
         self.workers.append(proc)
         return proc
+
+    async def serve_queue(self, prefix: str = "net", workers: int = 1) -> str:
+        """A fresh queue with live workers on it: tests never share queues."""
+        queue = unique(prefix)
+        for n in range(workers):
+            self.start_worker(queue, name=f"{prefix}-{n}")
+        await self.wait_worker(queue)
+        return queue
 
     async def wait_worker(self, queue: str, timeout: float = 30) -> dict[str, Any]:
         async with self.client() as client:

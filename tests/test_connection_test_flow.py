@@ -56,9 +56,7 @@ async def test_queue_without_worker_fails_fast(make_stack) -> None:
 
 async def test_hung_driver_is_killed_at_timeout_and_worker_carries_on(make_stack, silent_server: int) -> None:
     stack = await make_stack()
-    queue = unique("net")
-    stack.start_worker(queue)
-    await stack.wait_worker(queue)
+    queue = await stack.serve_queue()
     async with stack.client() as client:
         response = await client.post(
             "/api/v2/connections/test",
@@ -76,9 +74,7 @@ async def test_hung_driver_is_killed_at_timeout_and_worker_carries_on(make_stack
 
 async def test_cli_shows_states_and_exits_by_result(make_stack) -> None:
     stack = await make_stack()
-    queue = unique("net")
-    stack.start_worker(queue)
-    await stack.wait_worker(queue)
+    queue = await stack.serve_queue()
     env = {**os.environ, "AIRLOCK_API_TOKEN": stack.secrets.admin_token, "AIRLOCK_API_URL": stack.api.url}
 
     async def cli(*args: str) -> tuple[int, str]:
@@ -110,9 +106,7 @@ async def test_cli_shows_states_and_exits_by_result(make_stack) -> None:
 
 async def test_operators_find_tests_by_search_attributes(make_stack) -> None:
     stack = await make_stack()
-    queue = unique("net")
-    stack.start_worker(queue)
-    await stack.wait_worker(queue)
+    queue = await stack.serve_queue()
     async with stack.client() as client:
         await client.post("/api/v2/connections", json={"connection_id": unique("svc"), "conn_type": "tcp"})
         r = await client.post("/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue})

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from api.db.session import sync_url
-from tests.stack import unique, wait_terminal
+from tests.stack import wait_terminal
 
 ALL_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgresql", "mysql"], indirect=True)
 
@@ -105,9 +105,7 @@ async def test_public_api_needs_the_token(stack) -> None:
 
 @ALL_DATABASES
 async def test_one_active_test_per_connection(stack) -> None:
-    queue = unique("net")
-    stack.start_worker(queue)
-    await stack.wait_worker(queue)
+    queue = await stack.serve_queue()
     async with stack.client() as client:
         await client.post(
             "/api/v2/connections",
@@ -127,9 +125,7 @@ async def test_one_active_test_per_connection(stack) -> None:
 
 @ALL_DATABASES
 async def test_commit_on_success_writes_only_successful_connections(stack) -> None:
-    queue = unique("net")
-    stack.start_worker(queue)
-    await stack.wait_worker(queue)
+    queue = await stack.serve_queue()
     async with stack.client() as client:
         good = await client.post(
             "/api/v2/connections/test",

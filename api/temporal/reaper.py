@@ -23,6 +23,9 @@ from api.temporal.client import release_slot
 
 log = structlog.get_logger(__name__)
 
+# A row younger than this may belong to a workflow that is being started right now: leave it.
+MIN_AGE_SECONDS = 10.0
+
 
 class ConnectionTestReaper:
     def __init__(
@@ -40,8 +43,8 @@ class ConnectionTestReaper:
             await asyncio.sleep(self._settings.connection_test_reaper_interval)
 
     async def reap_once(self, older_than: float | None = None) -> int:
-        """Reap tests untouched for ``older_than`` seconds (default: the grace) whose workflow is gone."""
-        age = self._settings.reaper_grace if older_than is None else older_than
+        """End tests untouched for ``older_than`` seconds whose workflow is no longer running."""
+        age = MIN_AGE_SECONDS if older_than is None else older_than
         async with self._sessions() as session:
             stale = [t.id for t in await connection_tests.stale_active(session, age)]
         reaped = 0
