@@ -13,6 +13,8 @@ from worker.client import ExecutionAPIClient
 from worker.isolation import run_child
 
 CHILD_MODULE = "activities.testers.child"
+# How long the test waits for the Execution API to come back before it gives up.
+API_OUTAGE_TOLERANCE = 10.0
 
 
 class ConnectionTestActivities:
@@ -26,7 +28,10 @@ class ConnectionTestActivities:
 
     @activity.defn(name=CONNECTION_TEST_ACTIVITY)
     async def run_connection_test(self, workload: RunConnectionTestInput) -> ConnectionTestOutcome:
-        async with ExecutionAPIClient(self._api_url, workload.token) as api:
+        api = ExecutionAPIClient(
+            self._api_url, workload.token, retry_for=API_OUTAGE_TOLERANCE, on_retry=activity.heartbeat
+        )
+        async with api:
             await api.set_test_state(workload.test_id, ConnectionTestState.RUNNING, worker=self._identity)
             fields = await api.get_test_connection(workload.test_id)
         if fields.conn_type not in self._conn_types:

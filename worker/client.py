@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,7 +26,12 @@ class ExecutionAPIClient:
         api_version: str = LATEST_EXECUTION_API_VERSION,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry_for: float = 0.0,
+        on_retry: Callable[[], None] | None = None,
     ) -> None:
+        # Ride out a short API outage (a restart, a deploy) instead of failing the workload.
+        self._retry_for = retry_for
+        self._on_retry = on_retry
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/execution",
             headers={"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: api_version},
@@ -42,6 +49,21 @@ class ExecutionAPIClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_for
+        delay = 0.25
+        while True:
+            try:
+                return await self._request_once(method, path, **kwargs)
+            except ApplicationError as exc:
+                if exc.type != API_UNAVAILABLE or loop.time() + delay > deadline:
+                    raise
+            if self._on_retry is not None:
+                self._on_retry()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+    async def _request_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
