@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 
+import httpx
 from temporalio import activity
 
-from activities.testers import scrub
+from activities.testers import scrub, tester_modules
 from airlock.states import ConnectionTestState
 from airlock.workloads import CONNECTION_TEST_ACTIVITY, ConnectionTestOutcome, RunConnectionTestInput
 from worker.client import ExecutionAPIClient
-from worker.isolation import run_child
+from worker.isolation import ForkServer
 
-CHILD_MODULE = "activities.testers.child"
+CHILD_TARGET = "activities.testers.child:run"
 # How long the test waits for the Execution API to come back before it gives up.
 API_OUTAGE_TOLERANCE = 10.0
 
@@ -25,11 +26,22 @@ class ConnectionTestActivities:
         self._identity = identity
         self._conn_types = conn_types
         self._heartbeat_interval = heartbeat_interval
+        # The drivers are imported once, in the fork server; each test forks a fresh child from it.
+        self._forks = ForkServer(preload=["activities.testers.child", *tester_modules(conn_types)])
+        # One connection pool for every test's Execution API calls; each call carries its own token.
+        self._transport = httpx.AsyncHTTPTransport(retries=2)
+
+    def start(self) -> None:
+        self._forks.start()
 
     @activity.defn(name=CONNECTION_TEST_ACTIVITY)
     async def run_connection_test(self, workload: RunConnectionTestInput) -> ConnectionTestOutcome:
         api = ExecutionAPIClient(
-            self._api_url, workload.token, retry_for=API_OUTAGE_TOLERANCE, on_retry=activity.heartbeat
+            self._api_url,
+            workload.token,
+            transport=self._transport,
+            retry_for=API_OUTAGE_TOLERANCE,
+            on_retry=activity.heartbeat,
         )
         async with api:
             await api.set_test_state(workload.test_id, ConnectionTestState.RUNNING, worker=self._identity)
@@ -41,8 +53,8 @@ class ConnectionTestActivities:
                 f"(it can test: {', '.join(self._conn_types) or 'nothing'})",
             )
         started = time.monotonic()
-        result = await run_child(
-            CHILD_MODULE,
+        result = await self._forks.run(
+            CHILD_TARGET,
             {"fields": fields.model_dump(by_alias=True), "timeout": workload.timeout},
             timeout=workload.timeout,
             on_tick=activity.heartbeat,
@@ -51,12 +63,8 @@ class ConnectionTestActivities:
         if result.timed_out:
             return self._outcome(False, f"timed out after {workload.timeout} s (driver process killed)")
         if result.output is None:
-            detail = scrub(
-                result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "", fields.password
-            )
             return self._outcome(
-                False,
-                f"tester process exited with status {result.returncode} without a result. {detail}".strip(),
+                False, f"the tester process died (exit status {result.exitcode}) without a result"
             )
         message = scrub(str(result.output.get("message", "")), fields.password)
         elapsed = time.monotonic() - started

@@ -32,6 +32,7 @@ class ExecutionAPIClient:
         # Ride out a short API outage (a restart, a deploy) instead of failing the workload.
         self._retry_for = retry_for
         self._on_retry = on_retry
+        self._owns_transport = transport is None
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/execution",
             headers={"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: api_version},
@@ -46,7 +47,9 @@ class ExecutionAPIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        # A shared transport (a pool used by many workloads) outlives this client.
+        if self._owns_transport:
+            await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         loop = asyncio.get_running_loop()

@@ -1,85 +1,109 @@
-"""Run untrusted driver code in a child process that dies at its deadline (DESIGN.md invariant 5)."""
+"""Run untrusted driver code in a child process that dies at its deadline (DESIGN.md invariant 5).
+
+Each test gets a fresh process, forked from a warm fork server that has the drivers imported
+already: a fork costs milliseconds where a new interpreter costs a few hundred. The child starts
+its own session so that anything the driver spawns dies with it, and it inherits nothing of the
+worker but the preloaded modules: the request (with the password) arrives over a pipe.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import importlib
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 
 @dataclass
 class ChildResult:
     timed_out: bool
-    returncode: int | None
+    exitcode: int | None
     output: dict[str, Any] | None
-    stderr: str
 
 
-async def run_child(
-    module: str,
-    request: dict[str, Any],
-    *,
-    timeout: float,
-    on_tick: Callable[[], None] | None = None,
-    tick: float = 1.0,
-) -> ChildResult:
-    """Run ``python -m module`` with ``request`` as JSON on stdin; read one JSON object from stdout.
+class ForkServer:
+    def __init__(self, preload: Sequence[str]) -> None:
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(list(preload))
 
-    Secrets travel on the pipe, never in argv or the environment. The child gets its own process
-    group so a driver's own helpers die with it.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    communicate = asyncio.ensure_future(proc.communicate(json.dumps(request).encode()))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    def start(self) -> None:
+        """Start the fork server now (it imports the preloaded modules) rather than on the first test."""
+        multiprocessing.forkserver.ensure_running()
+
+    async def run(
+        self,
+        target: str,
+        request: dict[str, Any],
+        *,
+        timeout: float,
+        on_tick: Callable[[], None] | None = None,
+        tick: float = 1.0,
+    ) -> ChildResult:
+        """Call ``target`` ("module:function") with ``request`` in a fresh child; kill it at ``timeout``."""
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=_child_main, args=(target, request, sender), daemon=True)
+        process.start()
+        sender.close()
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        for fd in (receiver.fileno(), process.sentinel):
+            loop.add_reader(fd, ready.set)
+        deadline = loop.time() + timeout
+        try:
+            while not ready.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    _kill(process.pid)
+                    return ChildResult(True, None, None)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ready.wait(), min(tick, remaining))
+                if on_tick is not None and not ready.is_set():
+                    on_tick()
+            output = _receive(receiver)
+        except BaseException:
+            # Cancelled (the activity was cancelled or the worker is stopping): never leave the driver behind.
+            _kill(process.pid)
+            raise
+        finally:
+            for fd in (receiver.fileno(), process.sentinel):
+                loop.remove_reader(fd)
+            receiver.close()
+            await loop.run_in_executor(None, process.join, 5)
+        return ChildResult(False, process.exitcode, output)
+
+
+def _receive(receiver: Connection) -> dict[str, Any] | None:
     try:
-        while not communicate.done():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                _kill_group(proc.pid)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(communicate, 5)
-                return ChildResult(True, proc.returncode, None, "")
-            await asyncio.wait({communicate}, timeout=min(tick, remaining))
-            if on_tick is not None and not communicate.done():
-                on_tick()
-        stdout, stderr = communicate.result()
-    except BaseException:
-        # Cancelled (the activity was cancelled or the worker is stopping): never leave the driver behind.
-        _kill_group(proc.pid)
-        communicate.cancel()
-        raise
-    return ChildResult(
-        False, proc.returncode, _last_json_line(stdout), stderr.decode(errors="replace")[-2000:]
-    )
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _last_json_line(stdout: bytes) -> dict[str, Any] | None:
-    for line in reversed(stdout.decode(errors="replace").splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                return None
+        if receiver.poll():
+            value = receiver.recv()
             return value if isinstance(value, dict) else None
+    except (EOFError, OSError):
+        pass
     return None
+
+
+def _kill(pid: int | None) -> None:
+    if pid is None:
+        return
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill()
+
+
+def _child_main(target: str, request: dict[str, Any], sender: Connection) -> None:
+    os.setsid()
+    # Drivers that print must not write into the worker's output.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    module, _, function = target.partition(":")
+    result = getattr(importlib.import_module(module), function)(request)
+    sender.send(result)
+    sender.close()

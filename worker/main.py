@@ -21,10 +21,13 @@ from worker.liveness import LivenessJob
 
 log = structlog.get_logger(__name__)
 
+SECRET_VARIABLES = frozenset({"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEY", "AIRLOCK_PAYLOAD_OLD_KEYS"})
+
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
     if not settings.worker_token:
         raise SystemExit("AIRLOCK_WORKER_TOKEN is not set: a worker needs its own credential")
+    forget_secrets_in_environment()
     stop = stop or _stop_on_signals()
     client = await Client.connect(
         settings.temporal_address,
@@ -39,6 +42,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         conn_types=conn_types,
         heartbeat_interval=settings.activity_heartbeat_interval,
     )
+    activities.start()
     workers = [
         Worker(
             client,
@@ -67,6 +71,12 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 with contextlib.suppress(Exception):
                     await run
             await job.stop()
+
+
+def forget_secrets_in_environment() -> None:
+    """The settings hold them now; child processes (driver code) must not inherit them."""
+    for name in SECRET_VARIABLES & set(os.environ):
+        del os.environ[name]
 
 
 def _stop_on_signals() -> asyncio.Event:

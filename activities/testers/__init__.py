@@ -167,3 +167,9 @@ def as_bool(value: object, default: bool) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def tester_modules(conn_types: list[str]) -> list[str]:
+    """The modules behind these conn_types' testers: what a fork server imports ahead of time."""
+    entry_points = tester_entry_points()
+    return sorted({entry_points[name].module for name in conn_types if name in entry_points})
