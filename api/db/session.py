@@ -38,7 +38,9 @@ def create_engine(url: str) -> AsyncEngine:
     if target.get_backend_name() == "sqlite":
         if target.database and target.database != ":memory:":
             Path(target.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"timeout": 30}}
+        # SQLite takes one writer at a time; a single pooled connection makes the API's requests queue
+        # on an await instead of sleeping in SQLite's busy handler. Other processes still get the lock.
+        kwargs = {"connect_args": {"timeout": 30}, "pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
     elif target.get_backend_name() == "mysql":
         kwargs["pool_recycle"] = 3600
     engine = create_async_engine(target, **kwargs)
