@@ -61,10 +61,9 @@ from temporalio.worker import Worker
 
 from airlock import search_attributes as sa
 from airlock.devstack import ensure_secrets, free_port, temporal_binary, temporal_command, wait_for_port
-from api.core.config import Settings
 from api.db.migrate import upgrade
 from bench.floor import FloorInput, FloorWorkflow, floor_mark, floor_record, floor_test
-from tests.stack import ApiServer, Stack
+from tests.stack import ApiServer, Stack, stack_settings
 
 TERMINAL = {"success", "failed"}
 WARMUP = 5
@@ -351,17 +350,8 @@ async def bench(args: argparse.Namespace, work_dir: Path) -> Results:
         print("starting a Temporal dev server, the API and a worker ...", flush=True)
         address = await asyncio.to_thread(start_temporal, processes, work_dir)
         secrets = ensure_secrets(work_dir / "secrets")
-        settings = Settings(
-            database_url=f"sqlite:///{work_dir / 'airlock.db'}",
-            temporal_address=address,
-            fernet_key=secrets.fernet_key,
-            payload_key=secrets.payload_key,
-            jwt_secret=secrets.jwt_secret,
-            admin_token=secrets.admin_token,
-            codec_token=secrets.codec_token,
-            control_queue=f"bench-control-{uuid.uuid4().hex[:8]}",
-            max_connection_test_concurrency=BURST_CAP,
-        )
+        database_url = f"sqlite:///{work_dir / 'airlock.db'}"
+        settings = stack_settings(secrets, address, database_url, max_connection_test_concurrency=BURST_CAP)
         upgrade(settings.database_url)
         stack = Stack(secrets, address, ApiServer(settings, free_port()), work_dir)
         async with contextlib.AsyncExitStack() as services:

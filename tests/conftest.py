@@ -16,10 +16,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
-from api.core.config import Settings
 from api.db.migrate import upgrade
 from tests import services
-from tests.stack import ApiServer, Stack
+from tests.stack import ApiServer, Stack, stack_settings
 
 SEARCH_ATTRIBUTES = {
     name: "Keyword" for name in ("AirlockKind", "AirlockQueue", "AirlockConnectionId", "AirlockState")
@@ -89,18 +88,9 @@ async def make_stack(
     stacks: list[Stack] = []
 
     async def factory(**overrides: Any) -> Stack:
-        values: dict[str, Any] = {
-            "database_url": database_url,
-            "temporal_address": temporal_address,
-            "fernet_key": dev_secrets.fernet_key,
-            "payload_key": dev_secrets.payload_key,
-            "jwt_secret": dev_secrets.jwt_secret,
-            "admin_token": dev_secrets.admin_token,
-            "codec_token": dev_secrets.codec_token,
-            "control_queue": f"control-{uuid.uuid4().hex[:8]}",
-            "job_liveness_timeout": 5,
-        }
-        settings = Settings(**{**values, **overrides})
+        settings = stack_settings(
+            dev_secrets, temporal_address, database_url, **{"job_liveness_timeout": 5, **overrides}
+        )
         upgrade(settings.database_url)
         stack = Stack(dev_secrets, temporal_address, ApiServer(settings, free_port()), tmp_path)
         await stack.api.start()

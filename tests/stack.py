@@ -26,6 +26,23 @@ from api.temporal.reaper import ConnectionTestReaper
 TERMINAL = {"success", "failed"}
 
 
+def stack_settings(
+    secrets: DevSecrets, temporal_address: str, database_url: str, **overrides: Any
+) -> Settings:
+    """API settings for a throwaway stack: its own control queue, the given secrets and database."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "temporal_address": temporal_address,
+        "fernet_key": secrets.fernet_key,
+        "payload_key": secrets.payload_key,
+        "jwt_secret": secrets.jwt_secret,
+        "admin_token": secrets.admin_token,
+        "codec_token": secrets.codec_token,
+        "control_queue": f"control-{uuid.uuid4().hex[:8]}",
+    }
+    return Settings(**{**values, **overrides})
+
+
 @dataclass
 class ApiServer:
     settings: Settings
