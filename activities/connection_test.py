@@ -9,6 +9,7 @@ from temporalio import activity
 
 from activities.testers import scrub, tester_modules
 from airlock.states import ConnectionTestState
+from airlock.version import LATEST_EXECUTION_API_VERSION
 from airlock.workloads import CONNECTION_TEST_ACTIVITY, ConnectionTestOutcome, RunConnectionTestInput
 from worker.client import ExecutionAPIClient
 from worker.isolation import ForkServer
@@ -20,8 +21,15 @@ API_OUTAGE_TOLERANCE = 10.0
 
 class ConnectionTestActivities:
     def __init__(
-        self, *, api_url: str, identity: str, conn_types: list[str], heartbeat_interval: float = 1.0
+        self,
+        *,
+        api_url: str,
+        identity: str,
+        conn_types: list[str],
+        heartbeat_interval: float = 1.0,
+        api_version: str = LATEST_EXECUTION_API_VERSION,
     ) -> None:
+        self._api_version = api_version
         self._api_url = api_url
         self._identity = identity
         self._conn_types = conn_types
@@ -39,6 +47,7 @@ class ConnectionTestActivities:
         api = ExecutionAPIClient(
             self._api_url,
             workload.token,
+            api_version=self._api_version,
             transport=self._transport,
             retry_for=API_OUTAGE_TOLERANCE,
             on_retry=activity.heartbeat,

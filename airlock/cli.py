@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker serving one or more task queues")
     worker.add_argument("--queue", action="append", dest="queues", metavar="Q", help="repeat for more queues")
+    worker.add_argument("--triggerer", action="store_true", help="run triggers instead of connection tests")
+    worker.add_argument("--capacity", type=int, help="with --triggerer: triggers run at once (default 1000)")
 
     dev = sub.add_parser("dev", help="run the whole local stack described by temporal-dev.yaml")
     dev.add_argument("--config", type=Path, default=Path("temporal-dev.yaml"))
@@ -43,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--timeout", type=int, help="seconds")
     test.add_argument("--save-as", help="with --uri: save the connection under this id if the test succeeds")
     test.add_argument("--api-url", default=os.environ.get("AIRLOCK_API_URL", "http://127.0.0.1:8080"))
+
+    trig = sub.add_parser("triggers", help="triggers").add_subparsers(dest="action", required=True)
+    trig.add_parser("list", help="list triggers").add_argument("--state")
+    for action, text in (
+        ("show", "show one trigger"),
+        ("logs", "print a trigger's logs"),
+        ("cancel", "cancel it"),
+    ):
+        trig.add_parser(action, help=text).add_argument("trigger_id")
+    for command in trig.choices.values():
+        command.add_argument("--api-url", default=os.environ.get("AIRLOCK_API_URL", "http://127.0.0.1:8080"))
     return parser
 
 
@@ -63,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
 
             serve(Settings(), args.host, args.port, migrate=not args.no_migrate)
         elif args.command == "worker":
-            return _worker(args.queues)
+            return _worker(args.queues, args.triggerer, args.capacity)
         elif args.command == "dev":
             from airlock.dev import run_dev
 
@@ -78,6 +91,10 @@ def _run(args: argparse.Namespace) -> int:
             from api.core.security import mint_worker_token
 
             print(mint_worker_token(Settings(), args.name, ttl_seconds=args.days * 86400))
+        elif args.command == "triggers":
+            from airlock.trigger_commands import run_trigger_command
+
+            return run_trigger_command(args)
         elif args.command == "connections":
             from airlock.test_command import run_test_command
 
@@ -92,13 +109,21 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _worker(queues: list[str] | None) -> int:
+def _worker(queues: list[str] | None, triggerer: bool, capacity: int | None) -> int:
     import asyncio
 
     from worker.config import WorkerSettings
     from worker.main import run_worker
 
-    settings = WorkerSettings(queues=queues) if queues else WorkerSettings()
+    settings = WorkerSettings()
+    updates: dict[str, object] = {"queues": queues} if queues else {}
+    if triggerer:
+        updates["triggerer"] = True
+        if "queues" not in updates and "AIRLOCK_QUEUES" not in os.environ:
+            updates["queues"] = ["triggers"]
+    if capacity:
+        updates["capacity"] = capacity
+    settings = WorkerSettings.model_validate({**settings.model_dump(), **updates})
     asyncio.run(run_worker(settings))
     return EXIT_OK
 

@@ -78,3 +78,39 @@ class SlotsState:
     capacity: int
     holders: list[SlotHolder]
     waiters: list[SlotRequest]
+
+
+RUN_TRIGGER_ACTIVITY = "run_trigger"
+DISPATCH_TRIGGER_ACTIVITY = "dispatch_trigger"
+RECORD_TIMER_FIRED_ACTIVITY = "record_timer_fired"
+END_TRIGGER_ACTIVITY = "end_trigger"
+TRIGGER_FAILED_ERROR = "TriggerFailed"
+
+
+def trigger_workflow_id(trigger_id: str) -> str:
+    return f"trigger-{trigger_id}"
+
+
+@dataclass
+class TriggerInput:
+    trigger_id: str
+    queue: str
+    # Set for time triggers: the workflow sleeps on a durable timer until then (ISO 8601, UTC).
+    fire_at: str | None
+    timeout_at: str | None
+    heartbeat_timeout: float
+
+
+@dataclass
+class RunTriggerInput:
+    trigger_id: str
+    token: str
+
+
+@dataclass
+class TriggerEnd:
+    """How a trigger ended when the worker could not say so itself: timed out, cancelled, failed."""
+
+    trigger_id: str
+    state: str
+    reason: str

@@ -21,7 +21,7 @@ from api.errors import BodySizeLimit, install_error_handlers
 from api.execution.app import create_execution_app
 from api.public.routes import router as public_router
 from api.temporal.client import connect, ensure_search_attributes
-from api.temporal.control import ControlActivities, control_worker
+from api.temporal.control import ControlActivities, TriggerControlActivities, control_worker
 from api.temporal.reaper import ConnectionTestReaper
 
 log = structlog.get_logger(__name__)
@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = None
         if settings.run_control_worker:
             activities = ControlActivities(settings, runtime.sessions, runtime.box)
-            worker = control_worker(runtime.temporal, settings, activities)
+            trigger_activities = TriggerControlActivities(settings, runtime.sessions)
+            worker = control_worker(runtime.temporal, settings, activities, trigger_activities)
             background.append(asyncio.create_task(worker.run()))
             reaper = ConnectionTestReaper(runtime.temporal, settings, runtime.sessions, runtime.box)
             background.append(asyncio.create_task(reaper.run_forever()))

@@ -15,14 +15,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from airlock import search_attributes
 from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
 from api.db.migrate import upgrade
 from tests import services
 from tests.stack import ApiServer, Stack, stack_settings
 
-SEARCH_ATTRIBUTES = {
-    name: "Keyword" for name in ("AirlockKind", "AirlockQueue", "AirlockConnectionId", "AirlockState")
-}
+SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
 
 
 @pytest.fixture(scope="session")

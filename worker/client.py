@@ -98,9 +98,22 @@ class ExecutionAPIClient:
         await self._request("PATCH", f"/connection-tests/{test_id}/state", json=body)
 
     async def register_job(
-        self, *, kind: str, hostname: str, queues: list[str], conn_types: list[str]
+        self,
+        *,
+        kind: str,
+        hostname: str,
+        queues: list[str],
+        conn_types: list[str],
+        capacity: int | None = None,
     ) -> str:
-        body = {"kind": kind, "hostname": hostname, "queues": queues, "conn_types": conn_types}
+        body: dict[str, Any] = {
+            "kind": kind,
+            "hostname": hostname,
+            "queues": queues,
+            "conn_types": conn_types,
+        }
+        if capacity is not None:
+            body["capacity"] = capacity
         response = await self._request("POST", "/jobs", json=body)
         return str(response.json()["id"])
 
@@ -109,6 +122,30 @@ class ExecutionAPIClient:
 
     async def complete_job(self, job_id: str) -> None:
         await self._request("POST", f"/jobs/{job_id}/complete")
+
+    async def claim_trigger(self, trigger_id: str, *, job_id: str | None, triggerer: str) -> dict[str, Any]:
+        body = {"job_id": job_id, "triggerer": triggerer}
+        response = await self._request("POST", f"/triggers/{trigger_id}/workload", json=body)
+        workload: dict[str, Any] = response.json()
+        return workload
+
+    async def post_trigger_event(self, trigger_id: str, *, event_type: str, payload: str) -> None:
+        body = {"event_type": event_type, "payload": payload}
+        await self._request("POST", f"/triggers/{trigger_id}/event", json=body)
+
+    async def post_trigger_failure(self, trigger_id: str, *, error: str, traceback: str) -> None:
+        body = {"error": error[:10_000], "traceback": traceback[-100_000:]}
+        await self._request("POST", f"/triggers/{trigger_id}/failure", json=body)
+
+    async def post_trigger_logs(
+        self, trigger_id: str, *, job_id: str | None, triggerer: str, lines: list[dict[str, str]]
+    ) -> None:
+        body = {"job_id": job_id, "triggerer": triggerer, "lines": lines}
+        await self._request("POST", f"/triggers/{trigger_id}/logs", json=body)
+
+    async def get_trigger_connection(self, trigger_id: str, connection_id: str) -> ConnectionFields:
+        response = await self._request("GET", f"/triggers/{trigger_id}/connections/{connection_id}")
+        return ConnectionFields.model_validate(response.json())
 
 
 def _detail(response: httpx.Response) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from airlock.version import LATEST_EXECUTION_API_VERSION
 from worker.codec import EncryptionCodec, make_codec
 
 
@@ -31,6 +32,8 @@ class TemporalSettings(BaseSettings):
 
 class WorkerSettings(TemporalSettings):
     api_url: str = "http://127.0.0.1:8080"
+    # Pin the Execution API version this worker speaks (the newest this build knows by default).
+    execution_api_version: str = LATEST_EXECUTION_API_VERSION
     worker_token: str = Field(default="", repr=False)
     # Comma-separated in the environment: AIRLOCK_QUEUES=net-a,net-b
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
@@ -39,8 +42,18 @@ class WorkerSettings(TemporalSettings):
     job_heartbeat_interval: float = Field(default=5.0, gt=0)
     # How often a running test tells Temporal it is alive; the workflow's heartbeat timeout is larger.
     activity_heartbeat_interval: float = Field(default=1.0, gt=0)
+    # At most this long between heartbeats reaching Temporal, so a cancellation arrives this fast.
+    heartbeat_throttle: float = Field(default=3.0, gt=0)
 
-    @field_validator("queues", mode="before")
+    # A triggerer runs triggers (long, heartbeating activities) instead of connection tests.
+    triggerer: bool = False
+    capacity: int = Field(default=1000, ge=1, description="triggers one triggerer runs at once")
+    # Trigger classes this triggerer agrees to import and run (fnmatch patterns over classpaths).
+    trigger_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["activities.triggers.*"]
+    )
+
+    @field_validator("queues", "trigger_allowlist", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)

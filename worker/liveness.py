@@ -20,9 +20,17 @@ class LivenessJob:
         self.job_id: str | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, *, kind: str, hostname: str, queues: list[str], conn_types: list[str]) -> str:
+    async def start(
+        self,
+        *,
+        kind: str,
+        hostname: str,
+        queues: list[str],
+        conn_types: list[str],
+        capacity: int | None = None,
+    ) -> str:
         self.job_id = await self._api.register_job(
-            kind=kind, hostname=hostname, queues=queues, conn_types=conn_types
+            kind=kind, hostname=hostname, queues=queues, conn_types=conn_types, capacity=capacity
         )
         self._task = asyncio.create_task(self._beat(self.job_id))
         return self.job_id

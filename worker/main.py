@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from temporalio.client import Client
@@ -14,6 +17,7 @@ from temporalio.worker import Worker
 
 from activities.connection_test import ConnectionTestActivities
 from activities.testers import available_conn_types
+from activities.trigger_run import TriggerActivities
 from worker.client import ExecutionAPIClient
 from worker.codec import make_data_converter
 from worker.config import WorkerSettings
@@ -28,6 +32,8 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     if not settings.worker_token:
         raise SystemExit("AIRLOCK_WORKER_TOKEN is not set: a worker needs its own credential")
     forget_secrets_in_environment()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = stop or _stop_on_signals()
     client = await Client.connect(
         settings.temporal_address,
@@ -35,30 +41,32 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         data_converter=make_data_converter(settings.codec()),
     )
     identity = f"{settings.hostname}:{os.getpid()}"
-    conn_types = available_conn_types()
-    activities = ConnectionTestActivities(
-        api_url=settings.api_url,
-        identity=identity,
-        conn_types=conn_types,
-        heartbeat_interval=settings.activity_heartbeat_interval,
-    )
-    activities.start()
+    kind, conn_types, capacity, registered, activity_functions = _role(settings, identity)
     workers = [
         Worker(
             client,
             task_queue=queue,
-            activities=[activities.run_connection_test],
-            max_concurrent_activities=settings.max_concurrent_tests,
+            activities=activity_functions,
+            max_concurrent_activities=capacity,
             identity=identity,
             graceful_shutdown_timeout=timedelta(seconds=5),
+            # Cancellation reaches an activity with a heartbeat's answer: keep that answer prompt.
+            max_heartbeat_throttle_interval=timedelta(seconds=settings.heartbeat_throttle),
         )
         for queue in settings.queues
     ]
-    async with ExecutionAPIClient(settings.api_url, settings.worker_token) as api:
+    async with ExecutionAPIClient(
+        settings.api_url, settings.worker_token, api_version=settings.execution_api_version
+    ) as api:
         job = LivenessJob(api, interval=settings.job_heartbeat_interval)
         job_id = await job.start(
-            kind="worker", hostname=identity, queues=settings.queues, conn_types=conn_types
+            kind=kind,
+            hostname=identity,
+            queues=settings.queues,
+            conn_types=conn_types,
+            capacity=capacity if settings.triggerer else None,
         )
+        registered(job_id)
         log.info("worker started", job_id=job_id, queues=settings.queues, conn_types=conn_types)
         print(f"airlock worker {identity} serving {', '.join(settings.queues)} (job {job_id})", flush=True)
         runs = [asyncio.create_task(w.run()) for w in workers]
@@ -71,6 +79,31 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 with contextlib.suppress(Exception):
                     await run
             await job.stop()
+
+
+def _role(
+    settings: WorkerSettings, identity: str
+) -> tuple[str, list[str], int, Callable[[str], None], list[Callable[..., Any]]]:
+    """What this worker runs: connection tests, or (``--triggerer``) triggers."""
+    if settings.triggerer:
+        triggers = TriggerActivities(
+            api_url=settings.api_url, identity=identity, allowlist=settings.trigger_allowlist
+        )
+
+        def note_job(job_id: str) -> None:
+            triggers.job_id = job_id
+
+        return "triggerer", [], settings.capacity, note_job, [triggers.run_trigger]
+    conn_types = available_conn_types()
+    tests = ConnectionTestActivities(
+        api_url=settings.api_url,
+        identity=identity,
+        conn_types=conn_types,
+        heartbeat_interval=settings.activity_heartbeat_interval,
+        api_version=settings.execution_api_version,
+    )
+    tests.start()
+    return "worker", conn_types, settings.max_concurrent_tests, lambda _: None, [tests.run_connection_test]
 
 
 def forget_secrets_in_environment() -> None:

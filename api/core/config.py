@@ -39,6 +39,10 @@ class Settings(TemporalSettings):
     job_liveness_timeout: float = Field(default=30, gt=0)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    default_trigger_queue: str = "triggers"
+    # A triggerer silent this long is presumed dead: its triggers move to another triggerer.
+    trigger_heartbeat_timeout: float = Field(default=15, gt=0)
+
     _split_origins = field_validator("codec_cors_origins", mode="before")(split_list)
 
     @model_validator(mode="after")

@@ -14,6 +14,8 @@ from api.core.config import Settings
 
 WORKLOAD_SCOPE = "connection-test"
 WORKER_SCOPE = "worker"
+TRIGGER_SCOPE = "trigger"
+TASK_INSTANCE_SCOPE = "task-instance"
 _ALGORITHM = "HS256"
 _ISSUER = "airlock"
 
@@ -49,6 +51,16 @@ def mint(settings: Settings, *, subject: str, scope: str, ttl_seconds: float) ->
 
 def mint_workload_token(settings: Settings, test_id: str, ttl_seconds: float) -> str:
     return mint(settings, subject=f"connection-test:{test_id}", scope=WORKLOAD_SCOPE, ttl_seconds=ttl_seconds)
+
+
+def mint_trigger_token(settings: Settings, trigger_id: str, ttl_seconds: float) -> str:
+    return mint(settings, subject=f"trigger:{trigger_id}", scope=TRIGGER_SCOPE, ttl_seconds=ttl_seconds)
+
+
+def mint_task_instance_token(settings: Settings, ti_id: str, ttl_seconds: float = 86400) -> str:
+    return mint(
+        settings, subject=f"task-instance:{ti_id}", scope=TASK_INSTANCE_SCOPE, ttl_seconds=ttl_seconds
+    )
 
 
 def mint_worker_token(settings: Settings, name: str, ttl_seconds: float = 365 * 86400) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -95,7 +95,65 @@ class Job(Base):
     credential: Mapped[str] = mapped_column(String(250))
     queues: Mapped[list[str]] = mapped_column(JSON)
     conn_types: Mapped[list[str]] = mapped_column(JSON)
+    capacity: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     latest_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TaskInstance(Base):
+    """The minimal task instance a trigger resumes (Airflow's deferral fields, nothing more)."""
+
+    __tablename__ = "task_instance"
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id", "task_id", "map_index", name="uq_task_instance_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dag_id: Mapped[str] = mapped_column(String(250))
+    run_id: Mapped[str] = mapped_column(String(250))
+    task_id: Mapped[str] = mapped_column(String(250))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    state: Mapped[str] = mapped_column(String(20))
+    next_method: Mapped[str | None] = mapped_column(String(1000))
+    # JSON text written by workers; the event payload is spliced in as text, never deserialized here.
+    next_kwargs: Mapped[str | None] = mapped_column(Text)
+    trigger_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    trigger_timeout: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Trigger(Base):
+    __tablename__ = "trigger"
+    __table_args__ = (Index("idx_trigger_state_created", "state", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    classpath: Mapped[str] = mapped_column(String(1000))
+    kwargs: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON object
+    queue: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    task_instance_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    event_type: Mapped[str | None] = mapped_column(String(50))
+    event_payload: Mapped[str | None] = mapped_column(Text)  # the worker's envelope, stored as is
+    failure: Mapped[str | None] = mapped_column(Text)
+    triggerer: Mapped[str | None] = mapped_column(String(500))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    timeout_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TriggerLog(Base):
+    __tablename__ = "trigger_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trigger_id: Mapped[str] = mapped_column(String(36), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    triggerer: Mapped[str | None] = mapped_column(String(500))
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    level: Mapped[str] = mapped_column(String(10))
+    message: Mapped[str] = mapped_column(Text)

@@ -12,7 +12,7 @@ from cadwyn import Cadwyn
 from fastapi import APIRouter
 
 from airlock.version import EXECUTION_API_VERSION_HEADER
-from api.execution.routes import connection_tests, jobs
+from api.execution.routes import connection_tests, jobs, task_instances, triggers
 from api.execution.versions import bundle
 
 OPENAPI_DIR = Path(__file__).resolve().parent / "openapi"
@@ -29,6 +29,8 @@ def create_execution_app() -> Cadwyn:
     router = APIRouter()
     router.include_router(connection_tests.router)
     router.include_router(jobs.router)
+    router.include_router(triggers.router)
+    router.include_router(task_instances.router)
     app.generate_and_include_versioned_routers(router)
     return app
 

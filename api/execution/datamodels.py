@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airlock.connection import ConnectionFields
 from airlock.validation import Text
@@ -25,11 +27,82 @@ class ConnectionTestStatePatch(StrictModel):
 
 
 class JobRegistration(StrictModel):
-    kind: Literal["worker"] = "worker"
+    kind: Literal["worker", "triggerer"] = "worker"
     hostname: Text = Field(max_length=500)
     queues: list[Text] = Field(min_length=1, max_length=100)
     conn_types: list[Text] = Field(default_factory=list, max_length=200)
+    capacity: int | None = Field(None, ge=1, le=100_000, description="triggers a triggerer runs at once")
 
 
 class JobRegistered(BaseModel):
     id: str
+
+
+MAX_PAYLOAD_CHARS = 256 * 1024
+
+
+class TriggerClaim(StrictModel):
+    job_id: str | None = Field(None, max_length=36)
+    triggerer: Text | None = Field(None, max_length=500)
+
+
+class TriggerWorkload(BaseModel):
+    """What a triggerer needs to run a trigger: its class, its decrypted kwargs, its deadline."""
+
+    trigger_id: str
+    classpath: str
+    kwargs: dict[str, Any]
+    timeout_at: datetime | None
+
+
+def _json_text(value: str) -> str:
+    # Checked for JSON syntax only: the payload is stored as text and never turned back into objects here.
+    try:
+        json.loads(value)
+    except ValueError:
+        raise ValueError("payload must be JSON text (the serialized event envelope)") from None
+    return value
+
+
+class TriggerEventBody(StrictModel):
+    event_type: Literal["event", "task_success", "task_failed", "task_skipped"] = "event"
+    payload: str = Field(
+        max_length=MAX_PAYLOAD_CHARS, description="the worker's serialized envelope (JSON text)"
+    )
+
+    _payload = field_validator("payload")(_json_text)
+
+
+class TriggerFailureBody(StrictModel):
+    error: Text = Field(max_length=10_000)
+    traceback: Text | None = Field(None, max_length=100_000)
+
+
+class LogLine(StrictModel):
+    timestamp: datetime
+    level: str = Field(max_length=10)
+    message: Text = Field(max_length=10_000)
+
+
+class TriggerLogBatch(StrictModel):
+    job_id: str | None = Field(None, max_length=36)
+    triggerer: Text | None = Field(None, max_length=500)
+    lines: list[LogLine] = Field(max_length=1000)
+
+
+class TriggerSpec(StrictModel):
+    classpath: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=1000)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(None, max_length=200)
+
+
+class TaskInstanceDefer(StrictModel):
+    state: Literal["deferred"]
+    trigger: TriggerSpec
+    next_method: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
+    next_kwargs: dict[str, Any] | None = None
+    trigger_timeout: float | None = Field(None, gt=0, description="seconds")
+
+
+class Deferred(BaseModel):
+    trigger_id: str

@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.core.security import WORKER_SCOPE, WORKLOAD_SCOPE, InvalidCredential, Principal, verify
+from api.core.security import (
+    TASK_INSTANCE_SCOPE,
+    TRIGGER_SCOPE,
+    WORKER_SCOPE,
+    WORKLOAD_SCOPE,
+    InvalidCredential,
+    Principal,
+    verify,
+)
 from api.deps import RuntimeDep
 
 _bearer = HTTPBearer(auto_error=False, description="A workload or worker JWT minted by the API")
@@ -45,3 +53,19 @@ def require_worker(principal: PrincipalDep) -> Principal:
 
 TestTokenDep = Annotated[Principal, Depends(require_test_token)]
 WorkerDep = Annotated[Principal, Depends(require_worker)]
+
+
+def require_trigger_token(trigger_id: str, principal: PrincipalDep) -> Principal:
+    if principal.scope != TRIGGER_SCOPE or principal.subject != f"trigger:{trigger_id}":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "token is not valid for this trigger")
+    return principal
+
+
+def require_task_instance_token(task_instance_id: str, principal: PrincipalDep) -> Principal:
+    if principal.scope != TASK_INSTANCE_SCOPE or principal.subject != f"task-instance:{task_instance_id}":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "token is not valid for this task instance")
+    return principal
+
+
+TriggerTokenDep = Annotated[Principal, Depends(require_trigger_token)]
+TaskInstanceTokenDep = Annotated[Principal, Depends(require_task_instance_token)]

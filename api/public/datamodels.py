@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airlock.connection import CONN_TYPE_PATTERN, ConnectionFields, InvalidURI, check_extra, parse_uri
-from airlock.states import ConnectionTestState
+from airlock.states import ConnectionTestState, TriggerState
 from airlock.validation import Text
 
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
@@ -163,6 +163,8 @@ class JobResponse(BaseModel):
     hostname: str
     queues: list[str]
     conn_types: list[str]
+    capacity: int | None
+    running_triggers: int
     state: str
     alive: bool
     started_at: datetime
@@ -172,3 +174,92 @@ class JobResponse(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobResponse]
+
+
+CLASSPATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+
+class TriggerCreate(StrictModel):
+    classpath: str = Field(pattern=CLASSPATH_PATTERN, max_length=1000)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN)
+    timeout: float | None = Field(None, gt=0, description="seconds")
+
+    _kwargs = field_validator("kwargs")(check_extra)
+
+
+class TriggerResponse(BaseModel):
+    """A trigger as stored. ``event_payload`` is the worker's serialized envelope, returned as is."""
+
+    id: str
+    classpath: str
+    queue: str
+    state: TriggerState
+    task_instance_id: str | None
+    event_type: str | None
+    event_payload: str | None
+    failure: str | None
+    triggerer: str | None
+    job_id: str | None
+    timeout_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TriggerList(BaseModel):
+    triggers: list[TriggerResponse]
+    total_entries: int
+
+
+class TriggerLogLine(BaseModel):
+    id: int
+    logged_at: datetime
+    level: str
+    message: str
+    job_id: str | None
+    triggerer: str | None
+
+
+class TriggerLogs(BaseModel):
+    lines: list[TriggerLogLine]
+
+
+class TaskInstanceDeferral(StrictModel):
+    classpath: str = Field(pattern=CLASSPATH_PATTERN, max_length=1000)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN)
+    next_method: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
+    next_kwargs: dict[str, Any] | None = None
+    trigger_timeout: float | None = Field(None, gt=0, description="seconds")
+
+    _kwargs = field_validator("kwargs")(check_extra)
+
+
+class TaskInstanceCreate(StrictModel):
+    """Register a task instance; with ``defer`` it defers at once (no task runner needed)."""
+
+    dag_id: Text = Field(min_length=1, max_length=250)
+    run_id: Text = Field(min_length=1, max_length=250)
+    task_id: Text = Field(min_length=1, max_length=250)
+    map_index: int = Field(-1, ge=-1)
+    defer: TaskInstanceDeferral | None = None
+
+
+class TaskInstanceResponse(BaseModel):
+    id: str
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str
+    next_method: str | None
+    next_kwargs: str | None = Field(description="JSON text; the event payload sits in it undecoded")
+    trigger_id: str | None
+    trigger_timeout: datetime | None
+
+
+class TaskInstanceCreated(TaskInstanceResponse):
+    execution_token: str = Field(
+        description="for a task runner: the Execution API token of this task instance"
+    )

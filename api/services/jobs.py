@@ -21,6 +21,7 @@ async def register(
     credential: str,
     queues: list[str],
     conn_types: list[str],
+    capacity: int | None = None,
 ) -> Job:
     job = Job(
         id=str(uuid.uuid4()),
@@ -29,6 +30,7 @@ async def register(
         credential=credential,
         queues=queues,
         conn_types=conn_types,
+        capacity=capacity,
         state=RUNNING,
     )
     session.add(job)
@@ -71,7 +73,11 @@ async def list_(session: AsyncSession, *, include_completed: bool = True, limit:
     return list(await session.scalars(query))
 
 
-async def live_for_queue(session: AsyncSession, queue: str, liveness_timeout: float) -> list[Job]:
+async def live_for_queue(
+    session: AsyncSession, queue: str, liveness_timeout: float, kind: str = "worker"
+) -> list[Job]:
     cutoff = utcnow() - timedelta(seconds=liveness_timeout)
-    jobs = await session.scalars(select(Job).where(Job.state == RUNNING, Job.latest_heartbeat >= cutoff))
+    jobs = await session.scalars(
+        select(Job).where(Job.state == RUNNING, Job.kind == kind, Job.latest_heartbeat >= cutoff)
+    )
     return [job for job in jobs if queue in job.queues]

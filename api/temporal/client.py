@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from airlock import search_attributes as sa
 from airlock.states import ConnectionTestState
@@ -15,14 +16,17 @@ from airlock.workloads import (
     ConnectionTestInput,
     SlotRequest,
     SlotsState,
+    TriggerInput,
     connection_test_workflow_id,
     slots_workflow_id,
+    trigger_workflow_id,
 )
 from api.core.config import Settings
-from api.db.models import ConnectionTest
+from api.db.models import ConnectionTest, Trigger
 from worker.codec import make_data_converter
 from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
 from workflows.slots import ConnectionTestSlotsWorkflow
+from workflows.trigger import TriggerWorkflow
 
 KIND_CONNECTION_TEST = "connection-test"
 
@@ -110,3 +114,39 @@ async def start_connection_test(client: Client, settings: Settings, test: Connec
 async def release_slot(client: Client, settings: Settings, workflow_id: str) -> None:
     handle = client.get_workflow_handle(slots_workflow_id(settings.control_queue))
     await handle.signal(ConnectionTestSlotsWorkflow.release, workflow_id)
+
+
+KIND_TRIGGER = "trigger"
+
+
+async def start_trigger(
+    client: Client, settings: Settings, trigger: Trigger, fire_at: datetime | None
+) -> None:
+    await client.start_workflow(
+        TriggerWorkflow.run,
+        TriggerInput(
+            trigger_id=trigger.id,
+            queue=trigger.queue,
+            fire_at=fire_at.isoformat() if fire_at else None,
+            timeout_at=trigger.timeout_at.isoformat() if trigger.timeout_at else None,
+            heartbeat_timeout=settings.trigger_heartbeat_timeout,
+        ),
+        id=trigger_workflow_id(trigger.id),
+        task_queue=settings.control_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.KIND, KIND_TRIGGER),
+                SearchAttributePair(sa.QUEUE, trigger.queue),
+                SearchAttributePair(sa.CLASSPATH, trigger.classpath[:250]),
+                SearchAttributePair(sa.STATE, trigger.state),
+            ]
+        ),
+    )
+
+
+async def cancel_trigger(client: Client, trigger_id: str) -> None:
+    try:
+        await client.get_workflow_handle(trigger_workflow_id(trigger_id)).cancel()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise

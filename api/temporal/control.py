@@ -11,18 +11,27 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from airlock.serde import serialize
+from airlock.states import EVENT, TriggerState
 from airlock.workloads import (
+    DISPATCH_TRIGGER_ACTIVITY,
+    END_TRIGGER_ACTIVITY,
     MARK_QUEUED_ACTIVITY,
     RECORD_RESULT_ACTIVITY,
+    RECORD_TIMER_FIRED_ACTIVITY,
     ConnectionTestResult,
     DispatchTicket,
+    TriggerEnd,
 )
 from api.core.config import Settings
 from api.core.crypto import SecretBox
-from api.core.security import mint_workload_token
-from api.services import connection_tests
+from api.core.security import mint_trigger_token, mint_workload_token
+from api.db.models import utcnow
+from api.services import connection_tests, triggers
+from api.services.errors import Conflict
 from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
 from workflows.slots import ConnectionTestSlotsWorkflow
+from workflows.trigger import TriggerWorkflow
 
 
 @dataclass
@@ -50,10 +59,52 @@ class ControlActivities:
             )
 
 
-def control_worker(client: Client, settings: Settings, activities: ControlActivities) -> Worker:
+@dataclass
+class TriggerControlActivities:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+
+    @activity.defn(name=DISPATCH_TRIGGER_ACTIVITY)
+    async def dispatch_trigger(self, trigger_id: str, ttl_seconds: float) -> str:
+        """The token a triggerer runs this trigger with; it expires soon after the trigger's deadline."""
+        async with self.sessions() as session:
+            trigger = await triggers.get(session, trigger_id)
+            if TriggerState(trigger.state).is_terminal:
+                raise ApplicationError(f"trigger already ended ({trigger.state})", non_retryable=True)
+        return mint_trigger_token(self.settings, trigger_id, ttl_seconds + 3600)
+
+    @activity.defn(name=RECORD_TIMER_FIRED_ACTIVITY)
+    async def record_timer_fired(self, trigger_id: str) -> bool:
+        payload = serialize({"moment": utcnow()})
+        async with self.sessions.begin() as session:
+            try:
+                return await triggers.record_event(session, trigger_id, event_type=EVENT, payload=payload)
+            except Conflict:
+                return False  # cancelled meanwhile: nothing to resume
+
+    @activity.defn(name=END_TRIGGER_ACTIVITY)
+    async def end_trigger(self, end: TriggerEnd) -> bool:
+        async with self.sessions.begin() as session:
+            return await triggers.end(
+                session, end.trigger_id, state=TriggerState(end.state), reason=end.reason
+            )
+
+
+def control_worker(
+    client: Client,
+    settings: Settings,
+    activities: ControlActivities,
+    trigger_activities: TriggerControlActivities,
+) -> Worker:
     return Worker(
         client,
         task_queue=settings.control_queue,
-        workflows=[ConnectionTestWorkflow, ConnectionTestSlotsWorkflow],
-        activities=[activities.mark_connection_test_queued, activities.record_connection_test_result],
+        workflows=[ConnectionTestWorkflow, ConnectionTestSlotsWorkflow, TriggerWorkflow],
+        activities=[
+            activities.mark_connection_test_queued,
+            activities.record_connection_test_result,
+            trigger_activities.dispatch_trigger,
+            trigger_activities.record_timer_fired,
+            trigger_activities.end_trigger,
+        ],
     )

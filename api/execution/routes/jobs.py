@@ -28,6 +28,7 @@ async def register_job(body: JobRegistration, worker: WorkerDep, session: Sessio
         credential=worker.subject,
         queues=body.queues,
         conn_types=body.conn_types,
+        capacity=body.capacity,
     )
     return JobRegistered(id=job.id)
 

@@ -2,7 +2,11 @@
 
 from cadwyn import HeadVersion, Version, VersionBundle
 
-from airlock.version import EXECUTION_API_VERSIONS
+from api.execution.versions.v2026_12_01 import AddTriggers
 
-# Newest first, as Cadwyn expects. Each later date brings its VersionChange classes along.
-bundle = VersionBundle(HeadVersion(), *(Version(date) for date in reversed(EXECUTION_API_VERSIONS)))
+# Newest first, as Cadwyn expects; each date lists the changes it brought.
+bundle = VersionBundle(
+    HeadVersion(),
+    Version("2026-12-01", AddTriggers),
+    Version("2026-11-21"),
+)

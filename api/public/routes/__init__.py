@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Depends
 
-from api.public.routes import connection_tests, connections, jobs
+from api.public.routes import connection_tests, connections, jobs, task_instances, triggers
 from api.public.security import require_admin
 
 router = APIRouter(prefix="/api/v2", dependencies=[Depends(require_admin)])
@@ -8,3 +8,5 @@ router = APIRouter(prefix="/api/v2", dependencies=[Depends(require_admin)])
 router.include_router(connection_tests.router)
 router.include_router(connections.router)
 router.include_router(jobs.router)
+router.include_router(triggers.router)
+router.include_router(task_instances.router)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, status
+
+from airlock.states import TriggerState
+from api.db.models import Trigger
+from api.deps import RuntimeDep, SessionDep
+from api.public.datamodels import TriggerCreate, TriggerList, TriggerLogLine, TriggerLogs, TriggerResponse
+from api.services import triggers
+from api.temporal.client import cancel_trigger
+from api.temporal.launch import launch_trigger
+
+router = APIRouter(prefix="/triggers", tags=["triggers"])
+
+
+def to_response(trigger: Trigger) -> TriggerResponse:
+    return TriggerResponse.model_validate(trigger, from_attributes=True)
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses={503: {"description": "Temporal unreachable"}}
+)
+async def create_trigger(body: TriggerCreate, runtime: RuntimeDep) -> TriggerResponse:
+    """A standalone trigger. Its kwargs are encrypted at rest; the API never imports its classpath."""
+    async with runtime.sessions.begin() as session:
+        trigger = await triggers.create(
+            session,
+            runtime.box,
+            classpath=body.classpath,
+            kwargs=body.kwargs,
+            queue=body.queue or runtime.settings.default_trigger_queue,
+            timeout=body.timeout,
+        )
+    await launch_trigger(runtime, trigger)
+    return to_response(trigger)
+
+
+@router.get("")
+async def list_triggers(
+    session: SessionDep,
+    state: TriggerState | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> TriggerList:
+    rows, total = await triggers.list_(session, state=state, limit=limit, offset=offset)
+    return TriggerList(triggers=[to_response(t) for t in rows], total_entries=total)
+
+
+@router.get("/{trigger_id}", responses={404: {"description": "not found"}})
+async def get_trigger(trigger_id: str, session: SessionDep) -> TriggerResponse:
+    return to_response(await triggers.get(session, trigger_id))
+
+
+@router.delete("/{trigger_id}", responses={404: {"description": "not found"}})
+async def cancel(trigger_id: str, runtime: RuntimeDep) -> TriggerResponse:
+    """Cancel: the workflow is cancelled and the triggerer runs the trigger's cleanup()."""
+    async with runtime.sessions.begin() as session:
+        await triggers.end(
+            session, trigger_id, state=TriggerState.CANCELLED, reason="cancelled through the API"
+        )
+        trigger = await triggers.get(session, trigger_id)
+    if runtime.temporal is not None:
+        await cancel_trigger(runtime.temporal, trigger_id)
+    return to_response(trigger)
+
+
+@router.get("/{trigger_id}/logs", responses={404: {"description": "not found"}})
+async def get_logs(
+    trigger_id: str,
+    session: SessionDep,
+    after_id: int = Query(0, ge=0, description="only lines after this id (for following a live trigger)"),
+    limit: int = Query(1000, ge=1, le=10_000),
+) -> TriggerLogs:
+    """What the trigger logged on its triggerer, each line tagged with the triggerer job that ran it."""
+    rows = await triggers.logs(session, trigger_id, after_id=after_id, limit=limit)
+    return TriggerLogs(lines=[TriggerLogLine.model_validate(r, from_attributes=True) for r in rows])

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from airlock.states import TaskInstanceState
+from api.core.crypto import SecretBox
+from api.db.models import TaskInstance, Trigger
+from api.services import triggers
+from api.services.errors import Conflict, NotFound
+
+
+async def get(session: AsyncSession, ti_id: str, *, lock: bool = False) -> TaskInstance:
+    ti = await session.get(TaskInstance, ti_id, with_for_update=lock)
+    if ti is None:
+        raise NotFound(f"task instance {ti_id} not found")
+    return ti
+
+
+async def create(
+    session: AsyncSession, *, dag_id: str, run_id: str, task_id: str, map_index: int
+) -> TaskInstance:
+    ti = TaskInstance(
+        id=str(uuid.uuid4()),
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+        state=TaskInstanceState.RUNNING,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(ti)
+    except IntegrityError:
+        raise Conflict(f"task instance {dag_id}/{run_id}/{task_id}[{map_index}] already exists") from None
+    return ti
+
+
+async def defer(
+    session: AsyncSession,
+    box: SecretBox,
+    ti_id: str,
+    *,
+    classpath: str,
+    kwargs: dict[str, object],
+    queue: str,
+    next_method: str,
+    next_kwargs: str | None,
+    trigger_timeout: datetime | None,
+) -> Trigger:
+    """A running task defers: it waits on a new trigger and resumes in ``next_method``."""
+    ti = await get(session, ti_id, lock=True)
+    if ti.state != TaskInstanceState.RUNNING:
+        raise Conflict(f"task instance {ti_id} is {ti.state}; only a running task can defer")
+    trigger = await triggers.create(
+        session,
+        box,
+        classpath=classpath,
+        kwargs=kwargs,
+        queue=queue,
+        timeout=None,
+        timeout_at=trigger_timeout,
+        task_instance_id=ti.id,
+    )
+    ti.state = TaskInstanceState.DEFERRED
+    ti.trigger_id = trigger.id
+    ti.next_method = next_method
+    ti.next_kwargs = next_kwargs
+    ti.trigger_timeout = trigger_timeout
+    await session.flush()
+    return trigger
+
+
+async def clear(session: AsyncSession, ti_id: str) -> str | None:
+    """Reset a task instance to run again; returns the trigger it was waiting on, now to be cancelled."""
+    ti = await get(session, ti_id, lock=True)
+    trigger_id = ti.trigger_id
+    ti.state = TaskInstanceState.SCHEDULED
+    ti.trigger_id = None
+    ti.next_method = None
+    ti.next_kwargs = None
+    ti.trigger_timeout = None
+    await session.flush()
+    return trigger_id

@@ -1,0 +1,217 @@
+"""Triggers and the task instances they resume. Every transition happens here, under a row lock;
+a trigger's event is applied to its task instance exactly once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER, DateTimeTrigger, TimeDeltaTrigger
+from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
+from api.core.crypto import SecretBox
+from api.db.models import TaskInstance, Trigger, TriggerLog, utcnow
+from api.services.errors import Conflict, NotFound, Unprocessable
+
+FAIL_METHOD = "__fail__"
+
+
+async def get(session: AsyncSession, trigger_id: str, *, lock: bool = False) -> Trigger:
+    trigger = await session.get(Trigger, trigger_id, with_for_update=lock)
+    if trigger is None:
+        raise NotFound(f"trigger {trigger_id} not found")
+    return trigger
+
+
+async def list_(
+    session: AsyncSession, *, state: TriggerState | None, limit: int, offset: int
+) -> tuple[Sequence[Trigger], int]:
+    query = select(Trigger)
+    if state is not None:
+        query = query.where(Trigger.state == state)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(Trigger.created_at.desc(), Trigger.id).limit(limit).offset(offset)
+    )
+    return list(rows), total
+
+
+async def create(
+    session: AsyncSession,
+    box: SecretBox,
+    *,
+    classpath: str,
+    kwargs: dict[str, Any],
+    queue: str,
+    timeout: float | None,
+    task_instance_id: str | None = None,
+    timeout_at: datetime | None = None,
+) -> Trigger:
+    if timeout_at is None and timeout is not None:
+        timeout_at = utcnow() + timedelta(seconds=timeout)
+    time_trigger_fire_at(classpath, kwargs, utcnow())  # refuse bad time-trigger kwargs before storing
+    trigger = Trigger(
+        id=str(uuid.uuid4()),
+        classpath=classpath,
+        kwargs=box.encrypt_json(kwargs),
+        queue=queue,
+        state=TriggerState.SCHEDULED,
+        task_instance_id=task_instance_id,
+        timeout_at=timeout_at,
+    )
+    session.add(trigger)
+    await session.flush()
+    return trigger
+
+
+def kwargs_of(trigger: Trigger, box: SecretBox) -> dict[str, Any]:
+    return box.decrypt_json(trigger.kwargs)
+
+
+async def mark_running(session: AsyncSession, trigger_id: str) -> bool:
+    trigger = await get(session, trigger_id, lock=True)
+    if TriggerState(trigger.state).is_terminal:
+        return False
+    trigger.state = TriggerState.RUNNING
+    trigger.started_at = trigger.started_at or utcnow()
+    return True
+
+
+async def claim(
+    session: AsyncSession, trigger_id: str, *, job_id: str | None, triggerer: str | None
+) -> Trigger:
+    """A triggerer fetched the workload: note who runs it (a retry on another triggerer overwrites it)."""
+    trigger = await get(session, trigger_id, lock=True)
+    if TriggerState(trigger.state).is_terminal:
+        raise Conflict(f"trigger {trigger_id} already ended ({trigger.state})")
+    trigger.state = TriggerState.RUNNING
+    trigger.job_id = job_id
+    trigger.triggerer = triggerer
+    trigger.started_at = trigger.started_at or utcnow()
+    return trigger
+
+
+async def record_event(session: AsyncSession, trigger_id: str, *, event_type: str, payload: str) -> bool:
+    """The first event wins and resumes the task instance; later ones change nothing (False)."""
+    trigger = await get(session, trigger_id, lock=True)
+    if trigger.state == TriggerState.FIRED:
+        return False
+    if TriggerState(trigger.state).is_terminal:
+        raise Conflict(f"trigger {trigger_id} already ended ({trigger.state})")
+    trigger.state = TriggerState.FIRED
+    trigger.event_type = event_type
+    trigger.event_payload = payload
+    trigger.finished_at = utcnow()
+    ti = await _task_instance(session, trigger)
+    if ti is not None:
+        terminal = TERMINAL_EVENT_STATES.get(event_type)
+        if terminal is not None:
+            ti.state = terminal
+            ti.next_method = None
+            ti.next_kwargs = None
+        else:
+            ti.state = TaskInstanceState.SCHEDULED
+            ti.next_kwargs = splice_event(ti.next_kwargs, payload)
+        ti.trigger_id = None
+        ti.trigger_timeout = None
+    await session.flush()
+    return True
+
+
+async def end(
+    session: AsyncSession, trigger_id: str, *, state: TriggerState, reason: str, traceback: str = ""
+) -> bool:
+    """Fail, time out or cancel a trigger; its task instance resumes with ``__fail__`` and the reason."""
+    trigger = await get(session, trigger_id, lock=True)
+    if TriggerState(trigger.state).is_terminal:
+        return False
+    trigger.state = state
+    trigger.failure = (reason + ("\n" + traceback if traceback else ""))[:20_000]
+    trigger.finished_at = utcnow()
+    ti = await _task_instance(session, trigger)
+    if ti is not None and state != TriggerState.CANCELLED:
+        ti.state = TaskInstanceState.SCHEDULED
+        ti.next_method = FAIL_METHOD
+        ti.next_kwargs = json.dumps({"error": reason, "traceback": traceback or None})
+        ti.trigger_id = None
+        ti.trigger_timeout = None
+    await session.flush()
+    return True
+
+
+async def _task_instance(session: AsyncSession, trigger: Trigger) -> TaskInstance | None:
+    if trigger.task_instance_id is None:
+        return None
+    ti = await session.get(TaskInstance, trigger.task_instance_id, with_for_update=True)
+    # Only the task instance still waiting on this trigger is resumed by it.
+    if ti is None or ti.trigger_id != trigger.id or ti.state != TaskInstanceState.DEFERRED:
+        return None
+    return ti
+
+
+def splice_event(next_kwargs: str | None, payload: str) -> str:
+    """Put the worker's payload text in as ``next_kwargs["event"]`` without decoding either."""
+    body = (next_kwargs or "{}").strip()
+    rest = body[1:-1].strip()
+    return '{"event": ' + payload + (", " + rest if rest else "") + "}"
+
+
+async def add_logs(
+    session: AsyncSession, trigger_id: str, *, job_id: str | None, triggerer: str | None, lines: Sequence[Any]
+) -> None:
+    await get(session, trigger_id)
+    session.add_all(
+        TriggerLog(
+            trigger_id=trigger_id,
+            job_id=job_id,
+            triggerer=triggerer,
+            logged_at=line.timestamp,
+            level=line.level,
+            message=line.message,
+        )
+        for line in lines
+    )
+    await session.flush()
+
+
+async def logs(session: AsyncSession, trigger_id: str, *, after_id: int, limit: int) -> list[TriggerLog]:
+    await get(session, trigger_id)
+    rows = await session.scalars(
+        select(TriggerLog)
+        .where(TriggerLog.trigger_id == trigger_id, TriggerLog.id > after_id)
+        .order_by(TriggerLog.id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def running_per_job(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(Trigger.job_id, func.count())
+        .where(Trigger.state == TriggerState.RUNNING)
+        .group_by(Trigger.job_id)
+    )
+    return {job_id: count for job_id, count in rows.all() if job_id}
+
+
+def time_trigger_fire_at(classpath: str, kwargs: dict[str, Any], created_at: datetime) -> datetime | None:
+    """For the built-in time triggers, the moment the workflow's timer fires; None for the others.
+
+    Only Airlock's own time trigger classes are consulted, by name: a user's classpath is never imported.
+    """
+    kinds: dict[str, type[DateTimeTrigger] | type[TimeDeltaTrigger]] = {
+        DATETIME_TRIGGER: DateTimeTrigger,
+        TIMEDELTA_TRIGGER: TimeDeltaTrigger,
+    }
+    kind = kinds.get(classpath)
+    if kind is None:
+        return None
+    try:
+        return kind.fire_at(kwargs, created_at)
+    except ValueError as exc:
+        raise Unprocessable(f"invalid kwargs for {classpath}: {exc}") from None

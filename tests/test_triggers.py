@@ -1,0 +1,210 @@
+"""Triggers end to end: durable timers, triggerers, events that resume task instances exactly once,
+failures, timeouts, cancellation with cleanup, logs, and the allowlist."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
+from tests.stack import Stack, unique
+
+FILE_TRIGGER = "activities.triggers.file.FileTrigger"
+TEST_ALLOWLIST = "activities.triggers.*,tests.trigger_classes.*"
+TERMINAL = {"fired", "failed", "timed_out", "cancelled"}
+
+
+async def wait_trigger(client: httpx.AsyncClient, trigger_id: str, timeout: float = 60) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        body: dict[str, Any] = (await client.get(f"/api/v2/triggers/{trigger_id}")).json()
+        if body["state"] in TERMINAL:
+            return body
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"trigger {trigger_id} did not end within {timeout} s")
+
+
+async def defer(
+    client: httpx.AsyncClient, classpath: str, kwargs: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    body = {
+        "dag_id": "dag",
+        "run_id": unique("run"),
+        "task_id": "wait",
+        "defer": {"classpath": classpath, "kwargs": kwargs, "next_method": "resume", **extra},
+    }
+    response = await client.post("/api/v2/task-instances", json=body)
+    assert response.status_code == 201, response.text
+    ti: dict[str, Any] = response.json()
+    assert ti["state"] == "deferred" and ti["trigger_id"]
+    return ti
+
+
+async def start_triggerer(stack: Stack, queue: str, capacity: int = 1000) -> None:
+    stack.start_worker(
+        queue,
+        name="triggerer",
+        AIRLOCK_TRIGGERER="true",
+        AIRLOCK_CAPACITY=str(capacity),
+        AIRLOCK_TRIGGER_ALLOWLIST=TEST_ALLOWLIST,
+    )
+    await stack.wait_worker(queue)
+
+
+async def test_time_delta_is_a_durable_timer_that_resumes_the_task(make_stack) -> None:
+    stack = await make_stack()
+    async with stack.client() as client:
+        ti = await defer(client, TIMEDELTA_TRIGGER, {"delta": 1}, next_kwargs={"attempt": 2})
+        trigger = await wait_trigger(client, ti["trigger_id"], timeout=30)
+        assert trigger["state"] == "fired" and trigger["event_type"] == "event"
+        assert trigger["triggerer"] is None  # no worker held it: a timer in the workflow
+        resumed = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert resumed["state"] == "scheduled" and resumed["next_method"] == "resume"
+    next_kwargs = json.loads(resumed["next_kwargs"])
+    assert next_kwargs["attempt"] == 2
+    # The payload is the worker-side envelope, spliced in as stored.
+    assert next_kwargs["event"]["__airlock_serde__"] == 1
+    assert json.loads(trigger["event_payload"]) == next_kwargs["event"]
+
+
+async def test_timer_fires_after_everything_was_stopped(make_stack) -> None:
+    stack = await make_stack()
+    async with stack.client() as client:
+        response = await client.post(
+            "/api/v2/triggers", json={"classpath": TIMEDELTA_TRIGGER, "kwargs": {"delta": 2}}
+        )
+        trigger_id = response.json()["id"]
+    await stack.api.stop()  # the only worker of the control queue, and the only DB writer
+    await asyncio.sleep(4)
+    await stack.api.start()
+    async with stack.client() as client:
+        assert (await wait_trigger(client, trigger_id, timeout=30))["state"] == "fired"
+
+
+async def test_bad_time_trigger_kwargs_are_refused(make_stack) -> None:
+    stack = await make_stack()
+    async with stack.client() as client:
+        bad = await client.post(
+            "/api/v2/triggers", json={"classpath": DATETIME_TRIGGER, "kwargs": {"moment": "soon"}}
+        )
+        assert bad.status_code == 422
+        assert (await client.get("/api/v2/triggers")).json()["total_entries"] == 0
+
+
+async def test_file_trigger_on_a_triggerer_resumes_its_task(make_stack, tmp_path: Path) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue, capacity=7)
+    target = tmp_path / "ready.flag"
+    async with stack.client() as client:
+        ti = await defer(client, FILE_TRIGGER, {"filepath": str(target), "poll_interval": 0.2}, queue=queue)
+        for _ in range(100):
+            jobs = (await client.get("/api/v2/jobs", params={"alive": True})).json()["jobs"]
+            triggerer = next(j for j in jobs if queue in j["queues"])
+            if triggerer["running_triggers"] == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert triggerer["kind"] == "triggerer" and triggerer["capacity"] == 7
+        assert triggerer["running_triggers"] == 1
+        target.write_text("go")
+        trigger = await wait_trigger(client, ti["trigger_id"])
+        assert trigger["state"] == "fired" and trigger["triggerer"] == triggerer["hostname"]
+        resumed = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+        assert resumed["state"] == "scheduled"
+        assert json.loads(resumed["next_kwargs"])["event"]["value"]["filepath"] == str(target)
+        logs = (await client.get(f"/api/v2/triggers/{ti['trigger_id']}/logs")).json()["lines"]
+        assert any("running activities.triggers.file.FileTrigger" in line["message"] for line in logs)
+        assert all(line["job_id"] == triggerer["id"] for line in logs)
+
+
+async def test_terminal_event_ends_the_task_directly(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    async with stack.client() as client:
+        ti = await defer(client, "tests.trigger_classes.SucceedTaskTrigger", {}, queue=queue)
+        trigger = await wait_trigger(client, ti["trigger_id"])
+        assert trigger["event_type"] == "task_success"
+        final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert final["state"] == "success" and final["next_method"] is None
+
+
+async def test_raising_trigger_fails_the_task_with_its_traceback(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    async with stack.client() as client:
+        ti = await defer(client, "tests.trigger_classes.RaisingTrigger", {}, queue=queue)
+        trigger = await wait_trigger(client, ti["trigger_id"])
+        assert trigger["state"] == "failed"
+        assert "ValueError: the sensor broke" in trigger["failure"] and "Traceback" in trigger["failure"]
+        final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert final["state"] == "scheduled" and final["next_method"] == "__fail__"
+    assert "the sensor broke" in json.loads(final["next_kwargs"])["error"]
+
+
+async def test_trigger_timeout_resumes_with_fail(make_stack, tmp_path: Path) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    async with stack.client() as client:
+        ti = await defer(
+            client,
+            FILE_TRIGGER,
+            {"filepath": str(tmp_path / "never"), "poll_interval": 0.2},
+            queue=queue,
+            trigger_timeout=2,
+        )
+        trigger = await wait_trigger(client, ti["trigger_id"])
+        assert trigger["state"] == "timed_out"
+        final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert (
+        final["next_method"] == "__fail__" and json.loads(final["next_kwargs"])["error"] == "Trigger timeout"
+    )
+
+
+@pytest.mark.parametrize("how", ["delete", "clear"])
+async def test_cancel_runs_cleanup_on_the_triggerer(make_stack, tmp_path: Path, how: str) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    marker = tmp_path / "cleanup.marker"
+    async with stack.client() as client:
+        ti = await defer(
+            client, "tests.trigger_classes.WaitForeverTrigger", {"marker": str(marker)}, queue=queue
+        )
+        for _ in range(100):
+            if (await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json()["state"] == "running":
+                break
+            await asyncio.sleep(0.1)
+        if how == "delete":
+            response = await client.delete(f"/api/v2/triggers/{ti['trigger_id']}")
+        else:
+            response = await client.post(f"/api/v2/task-instances/{ti['id']}/clear")
+        assert response.status_code == 200
+        trigger = await wait_trigger(client, ti["trigger_id"])
+    assert trigger["state"] == "cancelled"
+    for _ in range(100):
+        if marker.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert marker.read_text() == "cleaned up"
+
+
+async def test_class_outside_the_allowlist_fails_loudly(make_stack) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    stack.start_worker(queue, name="strict", AIRLOCK_TRIGGERER="true")  # default allowlist only
+    await stack.wait_worker(queue)
+    async with stack.client() as client:
+        response = await client.post(
+            "/api/v2/triggers", json={"classpath": "tests.trigger_classes.RaisingTrigger", "queue": queue}
+        )
+        trigger = await wait_trigger(client, response.json()["id"])
+    assert trigger["state"] == "failed" and "allowlist" in trigger["failure"]

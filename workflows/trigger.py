@@ -1,0 +1,144 @@
+"""TriggerWorkflow: a trigger's whole lifecycle. Time triggers are durable timers here, holding no
+worker; other triggers run as a long, heartbeating activity on a triggerer of the trigger's queue,
+moved to another triggerer by the heartbeat timeout when one dies."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from airlock import search_attributes as sa
+    from airlock.states import TriggerState
+    from airlock.workloads import (
+        DISPATCH_TRIGGER_ACTIVITY,
+        END_TRIGGER_ACTIVITY,
+        RECORD_TIMER_FIRED_ACTIVITY,
+        RUN_TRIGGER_ACTIVITY,
+        TRIGGER_FAILED_ERROR,
+        RunTriggerInput,
+        TriggerEnd,
+        TriggerInput,
+    )
+
+# A trigger without a timeout still gets a bound: its workload token has to expire some day.
+NO_TIMEOUT_LIMIT = timedelta(days=7)
+NON_RETRYABLE = [TRIGGER_FAILED_ERROR, "ExecutionAPIRejected", "TriggerNotAllowed"]
+
+
+@workflow.defn
+class TriggerWorkflow:
+    @workflow.run
+    async def run(self, inp: TriggerInput) -> str:
+        control = workflow.info().task_queue
+        deadline = datetime.fromisoformat(inp.timeout_at) if inp.timeout_at else None
+        try:
+            if inp.fire_at is not None:
+                return await self._timer(inp, datetime.fromisoformat(inp.fire_at), deadline, control)
+            return await self._on_triggerer(inp, deadline, control)
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                _end(control, TriggerEnd(inp.trigger_id, TriggerState.CANCELLED, "cancelled"))
+            )
+            raise
+
+    async def _timer(
+        self, inp: TriggerInput, fire_at: datetime, deadline: datetime | None, control: str
+    ) -> str:
+        if deadline is not None and deadline < fire_at:
+            await workflow.sleep(_until(deadline))
+            return await _end(control, TriggerEnd(inp.trigger_id, TriggerState.TIMED_OUT, "Trigger timeout"))
+        await workflow.sleep(_until(fire_at))
+        await workflow.execute_activity(
+            RECORD_TIMER_FIRED_ACTIVITY,
+            inp.trigger_id,
+            task_queue=control,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_api_retry(),
+        )
+        _set_state(TriggerState.FIRED)
+        return TriggerState.FIRED
+
+    async def _on_triggerer(self, inp: TriggerInput, deadline: datetime | None, control: str) -> str:
+        limit = _until(deadline) if deadline is not None else NO_TIMEOUT_LIMIT
+        token = await workflow.execute_activity(
+            DISPATCH_TRIGGER_ACTIVITY,
+            args=[inp.trigger_id, limit.total_seconds()],
+            result_type=str,
+            task_queue=control,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_api_retry(),
+        )
+        _set_state(TriggerState.RUNNING)
+        run = workflow.start_activity(
+            RUN_TRIGGER_ACTIVITY,
+            RunTriggerInput(inp.trigger_id, token),
+            task_queue=inp.queue,
+            start_to_close_timeout=limit + timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout),
+            # A dead triggerer's trigger is retried on another one; a trigger that raised is not.
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=500),
+                maximum_interval=timedelta(seconds=10),
+                non_retryable_error_types=NON_RETRYABLE,
+            ),
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        try:
+            done, _ = await workflow.wait(
+                [run], timeout=limit.total_seconds() if deadline is not None else None
+            )
+        except asyncio.CancelledError:
+            # Wait for the triggerer to acknowledge: it runs the trigger's cleanup() on the way out.
+            await _cancel(run)
+            raise
+        if not done:
+            await _cancel(run)
+            return await _end(control, TriggerEnd(inp.trigger_id, TriggerState.TIMED_OUT, "Trigger timeout"))
+        try:
+            result: str = await run
+        except ActivityError as exc:
+            # The triggerer reports a trigger's own failure itself; this records the others (a 4xx from
+            # the API, a class outside the allowlist) so the trigger still ends, loudly.
+            reason = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
+            await _end(control, TriggerEnd(inp.trigger_id, TriggerState.FAILED, reason))
+            raise
+        _set_state(TriggerState(result))
+        return result
+
+
+async def _cancel(run: asyncio.Task[str]) -> None:
+    run.cancel()
+    try:
+        await run
+    except (ActivityError, asyncio.CancelledError):
+        pass
+
+
+async def _end(control: str, end: TriggerEnd) -> str:
+    await workflow.execute_activity(
+        END_TRIGGER_ACTIVITY,
+        end,
+        task_queue=control,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=_api_retry(),
+    )
+    _set_state(TriggerState(end.state))
+    return end.state
+
+
+def _until(moment: datetime) -> timedelta:
+    return max(timedelta(0), moment - workflow.now())
+
+
+def _api_retry() -> RetryPolicy:
+    return RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+
+
+def _set_state(state: TriggerState) -> None:
+    workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
