@@ -9,6 +9,7 @@ import sys
 
 from temporalio.client import Client
 
+from airlock.version import EXECUTION_API_VERSIONS
 from tests.stack import unique, wait_terminal
 
 
@@ -134,3 +135,23 @@ async def test_worker_completes_its_job_on_shutdown(make_stack) -> None:
         jobs = (await client.get("/api/v2/jobs")).json()["jobs"]
     mine = next(j for j in jobs if j["id"] == job["id"])
     assert mine["state"] == "completed" and mine["alive"] is False and mine["ended_at"]
+
+
+async def test_worker_pinned_to_the_first_api_version_keeps_working(make_stack) -> None:
+    """DESIGN.md invariant 6: the server moved on (triggers, 2026-12-01); an old worker does not notice."""
+    stack = await make_stack()
+    queue = unique("old")
+    stack.start_worker(queue, AIRLOCK_EXECUTION_API_VERSION=EXECUTION_API_VERSIONS[0])
+    job = await stack.wait_worker(queue)
+    assert job["kind"] == "worker" and job["capacity"] is None
+    async with stack.client() as client:
+        ok = await client.post(
+            "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
+        )
+        refused = await client.post(
+            "/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue}
+        )
+        assert (await wait_terminal(client, ok.json()["id"]))["state"] == "success"
+        result = await wait_terminal(client, refused.json()["id"])
+    assert result["state"] == "failed" and "connection refused" in result["result_message"]
+    assert EXECUTION_API_VERSIONS[0] != EXECUTION_API_VERSIONS[-1]

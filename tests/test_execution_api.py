@@ -11,7 +11,13 @@ import pytest
 from fastapi.routing import APIRoute
 
 from airlock.version import EXECUTION_API_VERSION_HEADER, EXECUTION_API_VERSIONS
-from api.core.security import mint, mint_worker_token, mint_workload_token
+from api.core.security import (
+    mint,
+    mint_task_instance_token,
+    mint_trigger_token,
+    mint_worker_token,
+    mint_workload_token,
+)
 from api.execution.app import OPENAPI_DIR, create_execution_app, openapi_document
 from tests.stack import unique
 
@@ -31,8 +37,32 @@ def _routes() -> list[tuple[str, str]]:
     return [(method.upper(), path) for path, item in document["paths"].items() for method in item]
 
 
-def _concrete(path: str, test_id: str, job_id: str) -> str:
-    return path.replace("{test_id}", test_id).replace("{job_id}", job_id)
+IDS = {
+    "test_id": "t-1",
+    "job_id": "j-1",
+    "trigger_id": "g-1",
+    "task_instance_id": "i-1",
+    "connection_id": "c-1",
+}
+
+
+def _concrete(path: str) -> str:
+    return path.format(**IDS)
+
+
+def _scoped_tokens(settings, path: str) -> dict[str, str]:
+    """For a route: a valid token of the right kind for another resource, and one of a wrong kind."""
+    workload = mint_workload_token(settings, IDS["test_id"], 60)
+    if path.startswith("/connection-tests"):
+        return {
+            "other workload": mint_workload_token(settings, "another", 60),
+            "wrong kind": mint_worker_token(settings, "w"),
+        }
+    if path.startswith("/triggers"):
+        return {"other workload": mint_trigger_token(settings, "another", 60), "wrong kind": workload}
+    if path.startswith("/task-instances"):
+        return {"other workload": mint_task_instance_token(settings, "another"), "wrong kind": workload}
+    return {"wrong kind": workload}
 
 
 @pytest.fixture
@@ -43,13 +73,7 @@ async def stack(make_stack):
 async def test_every_route_rejects_bad_credentials(stack) -> None:
     """Generated from the OpenAPI route table, so a new route cannot be missed."""
     settings = stack.settings
-    async with stack.client() as admin:
-        created = await admin.post(
-            "/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": "q"}
-        )
-    test_id = created.json()["id"]
-    other_test = mint_workload_token(settings, "another-test", 60)
-    worker = mint_worker_token(settings, "w")
+    test_id = IDS["test_id"]
     expired = mint(settings, subject=f"connection-test:{test_id}", scope="connection-test", ttl_seconds=-10)
     forged = jwt.encode(
         {
@@ -64,10 +88,10 @@ async def test_every_route_rejects_bad_credentials(stack) -> None:
         algorithm="HS256",
     )
     routes = _routes()
-    assert len(routes) >= 5
+    assert len(routes) >= 11
     async with httpx.AsyncClient(base_url=stack.api.url + "/execution") as client:
         for method, path in routes:
-            url = _concrete(path, test_id, "00000000-0000-0000-0000-000000000000")
+            url = _concrete(path)
             cases = {
                 "none": None,
                 "malformed": "Bearer not.a.jwt",
@@ -81,10 +105,7 @@ async def test_every_route_rejects_bad_credentials(stack) -> None:
                     headers["Authorization"] = header
                 response = await client.request(method, url, headers=headers, json={})
                 assert response.status_code == 401, (method, path, name, response.status_code)
-            # The right kind of token for another workload, and a valid token of the wrong kind.
-            scoped = {"wrong kind": mint_workload_token(settings, test_id, 60)}
-            if path.startswith("/connection-tests"):
-                scoped = {"other workload": other_test, "wrong kind": worker}
+            scoped = _scoped_tokens(settings, path)
             for name, token in scoped.items():
                 headers = {
                     EXECUTION_API_VERSION_HEADER: EXECUTION_API_VERSIONS[-1],

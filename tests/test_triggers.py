@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import httpx
 import pytest
 
 from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
+from airlock.version import EXECUTION_API_VERSION_HEADER
 from tests.stack import Stack, unique
 
 FILE_TRIGGER = "activities.triggers.file.FileTrigger"
@@ -208,3 +212,179 @@ async def test_class_outside_the_allowlist_fails_loudly(make_stack) -> None:
         )
         trigger = await wait_trigger(client, response.json()["id"])
     assert trigger["state"] == "failed" and "allowlist" in trigger["failure"]
+
+
+async def test_killed_triggerer_hands_its_triggers_over_and_events_apply_once(
+    make_stack, tmp_path: Path
+) -> None:
+    stack = await make_stack(trigger_heartbeat_timeout=4)
+    queue = unique("trig")
+    first = stack.start_worker(queue, name="t1", AIRLOCK_TRIGGERER="true")
+    await stack.wait_worker(queue)
+    stack.start_worker(queue, name="t2", AIRLOCK_TRIGGERER="true")
+    paths = [tmp_path / f"flag-{n}" for n in range(12)]
+    async with stack.client() as client:
+        tis = [
+            await defer(client, FILE_TRIGGER, {"filepath": str(p), "poll_interval": 0.2}, queue=queue)
+            for p in paths
+        ]
+        for _ in range(200):
+            states = [(await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json() for ti in tis]
+            if all(t["state"] == "running" for t in states):
+                break
+            await asyncio.sleep(0.1)
+        jobs = {
+            j["hostname"]: j
+            for j in (await client.get("/api/v2/jobs", params={"alive": True})).json()["jobs"]
+        }
+        victim = next(
+            j for j in jobs.values() if queue in j["queues"] and j["hostname"].endswith(f":{first.pid}")
+        )
+        held = [t["id"] for t in states if t["job_id"] == victim["id"]]
+        assert held, "the first triggerer should hold some triggers"
+        os.killpg(first.pid, signal.SIGKILL)
+        # Within the heartbeat timeout (plus retry backoff) the survivor runs them all.
+        for _ in range(300):
+            states = [(await client.get(f"/api/v2/triggers/{t}")).json() for t in held]
+            if all(t["job_id"] != victim["id"] for t in states):
+                break
+            await asyncio.sleep(0.1)
+        assert all(t["job_id"] != victim["id"] for t in states)
+        for path in paths:
+            path.write_text("go")
+        for ti in tis:
+            assert (await wait_trigger(client, ti["trigger_id"]))["state"] == "fired"
+            final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+            assert final["state"] == "scheduled"
+            assert final["next_kwargs"].count('"event"') == 1  # applied exactly once
+
+
+async def test_event_due_while_api_down_lands_when_it_returns(make_stack, tmp_path: Path) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    flag = tmp_path / "flag"
+    async with stack.client() as client:
+        ti = await defer(client, FILE_TRIGGER, {"filepath": str(flag), "poll_interval": 0.2}, queue=queue)
+        for _ in range(100):
+            if (await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json()["state"] == "running":
+                break
+            await asyncio.sleep(0.1)
+    await stack.api.stop()
+    flag.write_text("go")  # fires now, while nobody can record it
+    await asyncio.sleep(5)
+    await stack.api.start()
+    async with stack.client() as client:
+        assert (await wait_trigger(client, ti["trigger_id"]))["state"] == "fired"
+        final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert final["state"] == "scheduled" and final["next_kwargs"].count('"event"') == 1
+
+
+async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_stack) -> None:
+    from sqlalchemy import create_engine, text
+
+    from tests import services
+
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    table = unique("ready").replace("-", "_")
+    engine = create_engine(services.postgres_url().replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(text(f"create table {table} (done int)"))
+    try:
+        async with stack.client() as client:
+            await client.post(
+                "/api/v2/connections",
+                json={
+                    "connection_id": "warehouse",
+                    "conn_type": "postgres",
+                    "host": "127.0.0.1",
+                    "port": 5432,
+                    "login": "postgres",
+                    "schema": "test",
+                },
+            )
+            ti = await defer(
+                client,
+                "activities.triggers.sql.SqlTrigger",
+                {"conn_id": "warehouse", "sql": f"select count(*) from {table}", "poll_interval": 0.2},
+                queue=queue,
+            )
+            await asyncio.sleep(1)
+            assert (await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json()["state"] == "running"
+            with engine.begin() as conn:
+                conn.execute(text(f"insert into {table} values (1)"))
+            trigger = await wait_trigger(client, ti["trigger_id"])
+        assert trigger["state"] == "fired"
+        assert json.loads(trigger["event_payload"])["value"] == {"value": 1}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"drop table {table}"))
+        engine.dispose()
+
+
+async def test_running_task_defers_through_the_execution_api(make_stack) -> None:
+    stack = await make_stack()
+    async with stack.client() as client:
+        created = await client.post(
+            "/api/v2/task-instances", json={"dag_id": "d", "run_id": "r", "task_id": "t"}
+        )
+        ti = created.json()
+        assert ti["state"] == "running"
+    headers = {"Authorization": f"Bearer {ti['execution_token']}", EXECUTION_API_VERSION_HEADER: "2026-12-01"}
+    async with httpx.AsyncClient(base_url=stack.api.url + "/execution", headers=headers) as runner:
+        body = {
+            "state": "deferred",
+            "trigger": {"classpath": TIMEDELTA_TRIGGER, "kwargs": {"delta": 1}},
+            "next_method": "execute_complete",
+            "next_kwargs": {"x": 1},
+        }
+        response = await runner.patch(f"/task-instances/{ti['id']}/state", json=body)
+        assert response.status_code == 200, response.text
+        again = await runner.patch(f"/task-instances/{ti['id']}/state", json=body)
+        assert again.status_code == 409  # only a running task defers
+        old = await runner.patch(
+            f"/task-instances/{ti['id']}/state",
+            json=body,
+            headers={EXECUTION_API_VERSION_HEADER: "2026-11-21"},
+        )
+        assert old.status_code == 404  # the route did not exist in the first version
+    async with stack.client() as client:
+        assert (await wait_trigger(client, response.json()["trigger_id"]))["state"] == "fired"
+        final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert final["state"] == "scheduled" and final["next_method"] == "execute_complete"
+    assert json.loads(final["next_kwargs"])["x"] == 1
+
+
+async def test_cli_lists_shows_and_reads_logs(make_stack, tmp_path: Path) -> None:
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    async with stack.client() as client:
+        ti = await defer(client, "tests.trigger_classes.RaisingTrigger", {}, queue=queue)
+        await wait_trigger(client, ti["trigger_id"])
+    env = {**os.environ, "AIRLOCK_API_TOKEN": stack.secrets.admin_token, "AIRLOCK_API_URL": stack.api.url}
+
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "airlock.cli",
+            "triggers",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await cli("list")
+    assert code == 0 and ti["trigger_id"][:8] in out
+    code, out = await cli("show", ti["trigger_id"])
+    assert code == 0 and '"failed"' in out
+    code, out = await cli("logs", ti["trigger_id"])
+    assert code == 0 and "about to fail" in out
+    code, out = await cli("cancel", "no-such-trigger")
+    assert code == 2 and "404" in out
