@@ -18,7 +18,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.triggers import BaseTrigger, TriggerNotAllowed, load_trigger_class
+from activities.triggers import BaseTrigger, TriggerNotAllowed, load_trigger_class, trigger_entry_points
 from airlock.connection import ConnectionFields
 from airlock.serde import serialize
 from airlock.states import TriggerState
@@ -71,7 +71,8 @@ class TriggerActivities:
     ) -> None:
         self._api_url = api_url
         self._identity = identity
-        self._allowlist = tuple(allowlist)
+        # Installed plugins' registered trigger classes are allowed along with the configured patterns.
+        self._allowlist = (*allowlist, *trigger_entry_points().values())
         self._heartbeat_interval = heartbeat_interval
         self._transport = httpx.AsyncHTTPTransport(retries=2)
         self.job_id: str | None = None

@@ -56,6 +56,19 @@ def run_dev(config_path: Path) -> int:
                 queues=queues,
             ),
         )
+        triggerer = config.get("triggerer")
+        if triggerer:
+            start(
+                "triggerer",
+                [*airlock, "worker", "--triggerer", "--capacity", str(triggerer.get("capacity", 1000))],
+                worker_env(
+                    payload_key=dev.payload_key,
+                    worker_token=worker_token,
+                    temporal_address=temporal_address,
+                    api_url=api_url,
+                    queues=list(triggerer.get("queues", ["triggers"])),
+                ),
+            )
         ui = f"http://{temporal.get('ip', '127.0.0.1')}:{temporal.get('ui_port', 8233)}"
         print(
             f"Airlock is up.\n"
@@ -63,6 +76,7 @@ def run_dev(config_path: Path) -> int:
             f"  Temporal UI  {ui}\n"
             f"  Temporal     {temporal_address}\n"
             f"  worker       queues {', '.join(queues)}\n"
+            f"  triggerer    queues {', '.join((triggerer or {}).get('queues', [])) or '-'}\n"
             f"  API token    {state_dir / 'admin.token'} (the CLI reads it from there)\n"
             f"  logs         {logs}/\n"
             f"Try: airlock connections test --uri tcp://127.0.0.1:{api['port']}\n"

@@ -517,16 +517,19 @@ def report(n: int, timers: Timers, files: Files, floor: Floor, nproc: str, wall:
     lines += [
         "-" * len(header),
         f"(a) {timers.n} time triggers: created in {timers.creation:.1f} s, {timers.lead:.1f} s before they "
-        f"were due; {len(timers.spread.samples)} fired, {timers.scheduled} task instances scheduled",
+        f"were due;",
+        f"    {len(timers.spread.samples)} fired, {timers.scheduled} task instances scheduled",
         f"    API process RSS {_mib(timers.api_rss[0])} before, {_mib(timers.api_rss[1])} while the "
         f"timers wait; CPU while they wait {_pct(timers.api_cpu)}",
         f"    triggerer RSS {_mib(timers.triggerer_rss[0])} before, {_mib(timers.triggerer_rss[1])} while "
         f"the timers wait; CPU while they wait {_pct(timers.triggerer_cpu)}",
-        f"(b) {files.n} file triggers: created in {files.creation:.1f} s, all running and claimed "
-        f"{files.to_running:.1f} s after the first request ({files.running} on the triggerer)",
-        f"    while they wait: triggerer RSS {_mib(files.triggerer_rss)}, CPU "
-        f"{_pct(files.cpu.get('triggerer'))}; API process CPU {_pct(files.cpu.get('api'))}; "
-        f"Temporal server CPU {_pct(files.cpu.get('temporal'))} (% of one core, over {CPU_WINDOW:.0f} s)",
+        f"(b) {files.n} file triggers: created in {files.creation:.1f} s; all running and claimed "
+        f"{files.to_running:.1f} s",
+        f"    after the first request ({files.running} on the triggerer)",
+        f"    while they wait (CPU in % of one core, over {CPU_WINDOW:.0f} s): triggerer RSS "
+        f"{_mib(files.triggerer_rss)}, CPU {_pct(files.cpu.get('triggerer'))};",
+        f"    API process CPU {_pct(files.cpu.get('api'))}; "
+        f"Temporal server CPU {_pct(files.cpu.get('temporal'))}",
         f"    files created in {1000 * files.sweep:.0f} ms; {len(files.latency.samples)} fired, "
         f"{files.scheduled} task instances scheduled",
         f"(c) floor: {floor.n} timer workflows started in {floor.creation:.1f} s, {floor.lead:.1f} s before "

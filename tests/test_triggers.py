@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 
 from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from airlock.version import EXECUTION_API_VERSION_HEADER
@@ -179,14 +180,16 @@ async def test_cancel_runs_cleanup_on_the_triggerer(make_stack, tmp_path: Path, 
     queue = unique("trig")
     await start_triggerer(stack, queue)
     marker = tmp_path / "cleanup.marker"
+    secret = unique("kwarg-secret")
     async with stack.client() as client:
-        ti = await defer(
-            client, "tests.trigger_classes.WaitForeverTrigger", {"marker": str(marker)}, queue=queue
-        )
+        kwargs = {"marker": str(marker), "password": secret}
+        ti = await defer(client, "tests.trigger_classes.WaitForeverTrigger", kwargs, queue=queue)
         for _ in range(100):
-            if (await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json()["state"] == "running":
-                break
+            logs = (await client.get(f"/api/v2/triggers/{ti['trigger_id']}/logs")).json()["lines"]
+            if any("waiting for nothing" in line["message"] for line in logs):
+                break  # its logs are readable while it runs
             await asyncio.sleep(0.1)
+        assert any("waiting for nothing" in line["message"] for line in logs)
         if how == "delete":
             response = await client.delete(f"/api/v2/triggers/{ti['trigger_id']}")
         else:
@@ -199,6 +202,20 @@ async def test_cancel_runs_cleanup_on_the_triggerer(make_stack, tmp_path: Path, 
             break
         await asyncio.sleep(0.1)
     assert marker.read_text() == "cleaned up"
+    # Kwargs travel through the API, never through Temporal: not even encrypted in the history.
+    temporal = await Client.connect(stack.temporal_address)
+    history = await temporal.get_workflow_handle(f"trigger-{ti['trigger_id']}").fetch_history()
+    assert secret not in history.to_json()
+    query = (
+        "AirlockKind = 'trigger' AND AirlockClasspath = 'tests.trigger_classes.WaitForeverTrigger' "
+        f"AND AirlockQueue = '{queue}'"
+    )
+    for _ in range(50):
+        found = [wf.id async for wf in temporal.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    assert found == [f"trigger-{ti['trigger_id']}"]
 
 
 async def test_class_outside_the_allowlist_fails_loudly(make_stack) -> None:
