@@ -142,6 +142,21 @@ class Stack:
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"no worker registered for {queue}")
 
+    async def cli(self, *args: str) -> tuple[int, str]:
+        """Run ``airlock ARGS`` against this stack, as a user would: exit status and output."""
+        env = {**os.environ, "AIRLOCK_API_TOKEN": self.secrets.admin_token, "AIRLOCK_API_URL": self.api.url}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "airlock.cli",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
     def stop_workers(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 from temporalio.client import Client
 
@@ -76,22 +75,9 @@ async def test_hung_driver_is_killed_at_timeout_and_worker_carries_on(make_stack
 async def test_cli_shows_states_and_exits_by_result(make_stack) -> None:
     stack = await make_stack()
     queue = await stack.serve_queue()
-    env = {**os.environ, "AIRLOCK_API_TOKEN": stack.secrets.admin_token, "AIRLOCK_API_URL": stack.api.url}
 
     async def cli(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "airlock.cli",
-            "connections",
-            "test",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        return proc.returncode or 0, out.decode()
+        return await stack.cli("connections", "test", *args)
 
     code, out = await cli("--uri", f"tcp://127.0.0.1:{stack.api.port}", "--queue", queue)
     assert code == 0, out

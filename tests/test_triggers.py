@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -381,21 +380,9 @@ async def test_cli_lists_shows_and_reads_logs(make_stack, tmp_path: Path) -> Non
     async with stack.client() as client:
         ti = await defer(client, "tests.trigger_classes.RaisingTrigger", {}, queue=queue)
         await wait_trigger(client, ti["trigger_id"])
-    env = {**os.environ, "AIRLOCK_API_TOKEN": stack.secrets.admin_token, "AIRLOCK_API_URL": stack.api.url}
 
     async def cli(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "airlock.cli",
-            "triggers",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        return proc.returncode or 0, out.decode()
+        return await stack.cli("triggers", *args)
 
     code, out = await cli("list")
     assert code == 0 and ti["trigger_id"][:8] in out

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -41,13 +42,13 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         data_converter=make_data_converter(settings.codec()),
     )
     identity = f"{settings.hostname}:{os.getpid()}"
-    kind, conn_types, capacity, registered, activity_functions = _role(settings, identity)
+    role = _role(settings, identity)
     workers = [
         Worker(
             client,
             task_queue=queue,
-            activities=activity_functions,
-            max_concurrent_activities=capacity,
+            activities=role.activities,
+            max_concurrent_activities=role.capacity,
             identity=identity,
             graceful_shutdown_timeout=timedelta(seconds=5),
             # Cancellation reaches an activity with a heartbeat's answer: keep that answer prompt.
@@ -60,14 +61,14 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     ) as api:
         job = LivenessJob(api, interval=settings.job_heartbeat_interval)
         job_id = await job.start(
-            kind=kind,
+            kind=role.kind,
             hostname=identity,
             queues=settings.queues,
-            conn_types=conn_types,
-            capacity=capacity if settings.triggerer else None,
+            conn_types=role.conn_types,
+            capacity=role.capacity if settings.triggerer else None,
         )
-        registered(job_id)
-        log.info("worker started", job_id=job_id, queues=settings.queues, conn_types=conn_types)
+        role.on_registered(job_id)
+        log.info("worker started", kind=role.kind, job_id=job_id, queues=settings.queues)
         print(f"airlock worker {identity} serving {', '.join(settings.queues)} (job {job_id})", flush=True)
         runs = [asyncio.create_task(w.run()) for w in workers]
         try:
@@ -81,9 +82,16 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             await job.stop()
 
 
-def _role(
-    settings: WorkerSettings, identity: str
-) -> tuple[str, list[str], int, Callable[[str], None], list[Callable[..., Any]]]:
+@dataclass
+class Role:
+    kind: str
+    activities: list[Callable[..., Any]]
+    capacity: int
+    conn_types: list[str] = field(default_factory=list)
+    on_registered: Callable[[str], None] = lambda _job_id: None
+
+
+def _role(settings: WorkerSettings, identity: str) -> Role:
     """What this worker runs: connection tests, or (``--triggerer``) triggers."""
     if settings.triggerer:
         triggers = TriggerActivities(
@@ -93,7 +101,7 @@ def _role(
         def note_job(job_id: str) -> None:
             triggers.job_id = job_id
 
-        return "triggerer", [], settings.capacity, note_job, [triggers.run_trigger]
+        return Role("triggerer", [triggers.run_trigger], settings.capacity, on_registered=note_job)
     conn_types = available_conn_types()
     tests = ConnectionTestActivities(
         api_url=settings.api_url,
@@ -103,7 +111,7 @@ def _role(
         api_version=settings.execution_api_version,
     )
     tests.start()
-    return "worker", conn_types, settings.max_concurrent_tests, lambda _: None, [tests.run_connection_test]
+    return Role("worker", [tests.run_connection_test], settings.max_concurrent_tests, conn_types)
 
 
 def forget_secrets_in_environment() -> None:
