@@ -392,3 +392,25 @@ async def test_cli_lists_shows_and_reads_logs(make_stack, tmp_path: Path) -> Non
     assert code == 0 and "about to fail" in out
     code, out = await cli("cancel", "no-such-trigger")
     assert code == 2 and "404" in out
+
+
+async def test_rejected_api_call_fails_the_trigger_loudly(make_stack) -> None:
+    """A 4xx (here: the trigger's connection does not exist) is final, not a silent retry loop."""
+    stack = await make_stack()
+    queue = unique("trig")
+    await start_triggerer(stack, queue)
+    async with stack.client() as client:
+        ti = await defer(
+            client,
+            "activities.triggers.sql.SqlTrigger",
+            {"conn_id": "no-such-connection", "sql": "select 1", "poll_interval": 0.2},
+            queue=queue,
+        )
+        trigger = await wait_trigger(client, ti["trigger_id"])
+        final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert trigger["state"] == "failed"
+    assert "404" in trigger["failure"] and "no-such-connection" in trigger["failure"]
+    assert final["next_method"] == "__fail__"
+    temporal = await Client.connect(stack.temporal_address)
+    description = await temporal.get_workflow_handle(f"trigger-{ti['trigger_id']}").describe()
+    assert description.status is not None and description.status.name == "FAILED"
