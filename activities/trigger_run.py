@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
+import random
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import httpx
@@ -27,7 +29,9 @@ from worker.client import ExecutionAPIClient
 
 # How long a triggerer keeps retrying the API (down for a deploy, say) before Temporal retries the run.
 API_OUTAGE_TOLERANCE = 120.0
-LOG_FLUSH_SECONDS = 1.0
+LOG_FLUSH_SECONDS = 2.0
+CONTROL_CALLS = 64
+LOG_CALLS = 8
 MAX_LOG_BUFFER = 5000
 
 _current_buffer: contextvars.ContextVar[list[dict[str, str]] | None] = contextvars.ContextVar(
@@ -74,7 +78,16 @@ class TriggerActivities:
         # Installed plugins' registered trigger classes are allowed along with the configured patterns.
         self._allowlist = (*allowlist, *trigger_entry_points().values())
         self._heartbeat_interval = heartbeat_interval
-        self._transport = httpx.AsyncHTTPTransport(retries=2)
+        # Claims, events and failures never queue behind log shipping: two pools, each with a limiter
+        # no larger than its connection count.
+        self._transport = httpx.AsyncHTTPTransport(
+            retries=2, limits=httpx.Limits(max_connections=CONTROL_CALLS)
+        )
+        self._limiter = asyncio.Semaphore(CONTROL_CALLS)
+        self._log_transport = httpx.AsyncHTTPTransport(
+            retries=2, limits=httpx.Limits(max_connections=LOG_CALLS)
+        )
+        self._log_limiter = asyncio.Semaphore(LOG_CALLS)
         self.job_id: str | None = None
         handler = _TriggerLogHandler()
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
@@ -86,13 +99,17 @@ class TriggerActivities:
             self._api_url,
             workload.token,
             transport=self._transport,
+            limiter=self._limiter,
             retry_for=API_OUTAGE_TOLERANCE,
             on_retry=activity.heartbeat,
+        )
+        logs_api = ExecutionAPIClient(
+            self._api_url, workload.token, transport=self._log_transport, limiter=self._log_limiter
         )
         buffer: list[dict[str, str]] = []
         _current_buffer.set(buffer)
         beating = asyncio.create_task(self._beat())
-        shipping = asyncio.create_task(self._ship_logs(api, workload.trigger_id, buffer))
+        shipping = asyncio.create_task(self._ship_logs(logs_api, workload.trigger_id, buffer))
         trigger: BaseTrigger | None = None
         try:
             claimed = await api.claim_trigger(
@@ -101,7 +118,9 @@ class TriggerActivities:
             trigger = self._build(claimed["classpath"], claimed["kwargs"])
             trigger.context = _Context(api, workload.trigger_id, trigger.log)
             trigger.log.info("running %s on %s", claimed["classpath"], self._identity)
-            return await self._first_event(api, workload.trigger_id, trigger)
+            # Its logs are shipped before its end is reported: a finished trigger's log is complete.
+            flush = functools.partial(self._flush, logs_api, workload.trigger_id, buffer)
+            return await self._first_event(api, workload.trigger_id, trigger, flush)
         finally:
             if trigger is not None:
                 with contextlib.suppress(Exception):
@@ -109,7 +128,7 @@ class TriggerActivities:
             beating.cancel()
             shipping.cancel()
             with contextlib.suppress(Exception):
-                await self._flush(api, workload.trigger_id, buffer)
+                await self._flush(logs_api, workload.trigger_id, buffer)
 
     def _build(self, classpath: str, kwargs: dict[str, object]) -> BaseTrigger:
         try:
@@ -123,11 +142,18 @@ class TriggerActivities:
                 non_retryable=True,
             ) from None
 
-    async def _first_event(self, api: ExecutionAPIClient, trigger_id: str, trigger: BaseTrigger) -> str:
+    async def _first_event(
+        self,
+        api: ExecutionAPIClient,
+        trigger_id: str,
+        trigger: BaseTrigger,
+        flush_logs: Callable[[], Awaitable[None]],
+    ) -> str:
         try:
             async for event in trigger.run():
                 trigger.log.info("fired: %s", event.event_type)
                 payload = serialize(event.payload)
+                await _quietly(flush_logs)
                 await api.post_trigger_event(trigger_id, event_type=event.event_type, payload=payload)
                 return TriggerState.FIRED
             raise RuntimeError("the trigger's run() ended without an event")
@@ -137,7 +163,9 @@ class TriggerActivities:
             # The trigger itself raised: report it with the traceback, and do not retry it elsewhere.
             trigger.log.error("failed: %s", exc)
             error = f"{type(exc).__name__}: {exc}"
-            await api.post_trigger_failure(trigger_id, error=error, traceback=traceback.format_exc())
+            stack = traceback.format_exc()
+            await _quietly(flush_logs)
+            await api.post_trigger_failure(trigger_id, error=error, traceback=stack)
             raise ApplicationError(error, type=TRIGGER_FAILED_ERROR, non_retryable=True) from None
 
     async def _beat(self) -> None:
@@ -148,6 +176,8 @@ class TriggerActivities:
     async def _ship_logs(
         self, api: ExecutionAPIClient, trigger_id: str, buffer: list[dict[str, str]]
     ) -> None:
+        # Jittered, so that a thousand triggers started together do not ship together.
+        await asyncio.sleep(random.uniform(0, LOG_FLUSH_SECONDS))
         while True:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
             with contextlib.suppress(ApplicationError):
@@ -159,3 +189,9 @@ class TriggerActivities:
             batch = buffer[:1000]
             await api.post_trigger_logs(trigger_id, job_id=self.job_id, triggerer=self._identity, lines=batch)
             del buffer[: len(batch)]
+
+
+async def _quietly(ship: Callable[[], Awaitable[None]]) -> None:
+    # Logs are best effort: an API that refuses them must not stop the event.
+    with contextlib.suppress(ApplicationError):
+        await ship()

@@ -40,8 +40,11 @@ def run_trigger_command(args: argparse.Namespace) -> int:
         console.print(table)
     elif args.action == "logs":
         for line in body["lines"]:
+            # Log lines are data: never wrapped, never read as markup.
             console.print(
-                f"{line['logged_at']} {line['level']:<7} [{line['job_id'] or '-'}] {line['message']}"
+                f"{line['logged_at']} {line['level']:<7} [{line['job_id'] or '-'}] {line['message']}",
+                soft_wrap=True,
+                markup=False,
             )
     else:
         console.print_json(json.dumps(body))

@@ -28,7 +28,11 @@ class ExecutionAPIClient:
         transport: httpx.AsyncBaseTransport | None = None,
         retry_for: float = 0.0,
         on_retry: Callable[[], None] | None = None,
+        limiter: asyncio.Semaphore | None = None,
     ) -> None:
+        # Callers sharing a transport share a limiter too: requests wait here, not inside the pool,
+        # whose bookkeeping grows with its queue (thousands of triggers would stall it).
+        self._limiter = limiter
         # Ride out a short API outage (a restart, a deploy) instead of failing the workload.
         self._retry_for = retry_for
         self._on_retry = on_retry
@@ -68,7 +72,11 @@ class ExecutionAPIClient:
 
     async def _request_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            if self._limiter is None:
+                response = await self._http.request(method, path, **kwargs)
+            else:
+                async with self._limiter:
+                    response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             # Transient: Temporal's retry policy decides whether to try again.
             raise ApplicationError(

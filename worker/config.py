@@ -43,7 +43,13 @@ class WorkerSettings(TemporalSettings):
     # How often a running test tells Temporal it is alive; the workflow's heartbeat timeout is larger.
     activity_heartbeat_interval: float = Field(default=1.0, gt=0)
     # At most this long between heartbeats reaching Temporal, so a cancellation arrives this fast.
-    heartbeat_throttle: float = Field(default=3.0, gt=0)
+    # Default: 3 s for connection tests; 10 s for a triggerer, whose thousand triggers all heartbeat.
+    heartbeat_throttle: float | None = Field(default=None, gt=0)
+
+    def heartbeat_throttle_seconds(self) -> float:
+        if self.heartbeat_throttle is not None:
+            return self.heartbeat_throttle
+        return 10.0 if self.triggerer else 3.0
 
     # A triggerer runs triggers (long, heartbeating activities) instead of connection tests.
     triggerer: bool = False

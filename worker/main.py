@@ -52,7 +52,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             identity=identity,
             graceful_shutdown_timeout=timedelta(seconds=5),
             # Cancellation reaches an activity with a heartbeat's answer: keep that answer prompt.
-            max_heartbeat_throttle_interval=timedelta(seconds=settings.heartbeat_throttle),
+            max_heartbeat_throttle_interval=timedelta(seconds=settings.heartbeat_throttle_seconds()),
         )
         for queue in settings.queues
     ]
