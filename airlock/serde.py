@@ -111,6 +111,21 @@ def deserialize(text: str, allowed_classes: Sequence[str]) -> Any:
     return _Decoder(tuple(allowed_classes)).decode(envelope[VALUE_KEY])
 
 
+def load_next_kwargs(text: str | None, allowed_classes: Sequence[str]) -> dict[str, Any]:
+    """A resuming task's ``next_kwargs``: JSON from the API, with the trigger's event still in its
+    envelope under ``"event"``. The envelope is opened here, on the worker, behind the allowlist
+    (``allowed_deserialization_classes``); the API only ever spliced it in as text."""
+    if not text:
+        return {}
+    kwargs = json.loads(text)
+    if not isinstance(kwargs, dict):
+        raise DeserializationError("next_kwargs must be a JSON object")
+    event = kwargs.get("event")
+    if isinstance(event, dict) and ENVELOPE_KEY in event:
+        kwargs["event"] = deserialize(json.dumps(event), allowed_classes)
+    return kwargs
+
+
 def classpath_of(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 

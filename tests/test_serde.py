@@ -303,3 +303,19 @@ def test_malformed_tags_are_refused(encoded: dict[str, Any], message: str) -> No
 def test_a_single_string_is_not_an_allowlist() -> None:
     with pytest.raises(TypeError, match="not a single string"):
         deserialize(serialize(1), "tests.*")
+
+
+def test_next_kwargs_open_the_spliced_event_behind_the_allowlist() -> None:
+    import datetime as dt
+
+    from airlock.serde import load_next_kwargs
+    from api.services.triggers import splice_event
+
+    payload = serialize({"at": dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "rows": [1, 2]})
+    spliced = splice_event('{"attempt": 2}', payload)  # what the API stores, never decoding either side
+    assert load_next_kwargs(spliced, []) == {
+        "attempt": 2,
+        "event": {"at": dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "rows": [1, 2]},
+    }
+    assert load_next_kwargs(None, []) == {}
+    assert load_next_kwargs(splice_event(None, serialize(None)), []) == {"event": None}
