@@ -211,7 +211,8 @@ async def floor_burst(client: Client, inp: FloorInput, control_queue: str, n: in
 # --- The stack --------------------------------------------------------------------------------------
 
 
-def start_temporal(cleanup: contextlib.ExitStack, log_dir: Path) -> str:
+def start_temporal(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """A headless dev server on a free port, stopped by ``cleanup``: its address and its process."""
     port = free_port()
     command = temporal_command(
         {
@@ -226,7 +227,7 @@ def start_temporal(cleanup: contextlib.ExitStack, log_dir: Path) -> str:
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     cleanup.callback(_stop_process_group, proc)
     wait_for_port("127.0.0.1", port)
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{port}", proc
 
 
 def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
@@ -348,7 +349,7 @@ async def bench(args: argparse.Namespace, work_dir: Path) -> Results:
     """Start the stack, run the four phases, stop everything (in reverse order) whatever happens."""
     with contextlib.ExitStack() as processes:
         print("starting a Temporal dev server, the API and a worker ...", flush=True)
-        address = await asyncio.to_thread(start_temporal, processes, work_dir)
+        address, _ = await asyncio.to_thread(start_temporal, processes, work_dir)
         secrets = ensure_secrets(work_dir / "secrets")
         database_url = f"sqlite:///{work_dir / 'airlock.db'}"
         settings = stack_settings(secrets, address, database_url, max_connection_test_concurrency=BURST_CAP)

@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,10 +67,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
-from airlock import search_attributes as sa
-from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
+from airlock.devstack import ensure_secrets, free_port
 from api.db.migrate import upgrade
-from bench.connection_tests import _phase, _print_logs, _stop_process_group, machine_info
+from bench.connection_tests import _phase, _print_logs, machine_info, start_temporal
 from bench.timer_floor import TimerFloorWorkflow, timer_floor_record
 from tests.stack import ApiServer, Stack, stack_settings
 
@@ -459,24 +457,6 @@ async def floor_timers(address: str, n: int) -> Floor:
 
 
 # --- The stack --------------------------------------------------------------------------------------
-
-
-def start_temporal(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    command = temporal_command(
-        {
-            "ip": "127.0.0.1",
-            "port": port,
-            "headless": True,
-            "search_attributes": {key.name: "Keyword" for key in sa.ALL},
-        },
-        codec_token="",
-    )
-    log = cleanup.enter_context(open(log_dir / "temporal.log", "wb"))
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    cleanup.callback(_stop_process_group, proc)
-    wait_for_port("127.0.0.1", port)
-    return f"127.0.0.1:{port}", proc
 
 
 # --- Report -----------------------------------------------------------------------------------------
