@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint bench openapi clean
+.PHONY: dev test bench openapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/connection_tests.py
+	$(BIN)/python bench/triggers.py
 
 openapi: $(STAMP)
 	$(BIN)/python -m api.execution.app
