@@ -69,7 +69,7 @@ from temporalio.worker import Worker
 from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from airlock.devstack import ensure_secrets, free_port
 from api.db.migrate import upgrade
-from bench.connection_tests import _phase, _print_logs, machine_info, start_temporal
+from bench.connection_tests import _count, _phase, _print_logs, machine_info, start_temporal
 from bench.timer_floor import TimerFloorWorkflow, timer_floor_record
 from tests.stack import ApiServer, Stack, stack_settings
 
@@ -591,13 +591,6 @@ async def bench(n: int, work_dir: Path) -> tuple[Timers, Files, Floor]:
                 raise
             print("stopping the stack ...", flush=True)
     return timers, files, floor
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 2:
-        raise argparse.ArgumentTypeError("at least 2 (percentiles need two samples)")
-    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:

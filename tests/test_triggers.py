@@ -50,7 +50,9 @@ async def defer(
     return ti
 
 
-async def start_triggerer(stack: Stack, queue: str, capacity: int = 1000) -> None:
+async def start_triggerer(stack: Stack, capacity: int = 1000) -> str:
+    """A triggerer on a fresh queue, with the tests' trigger classes allowed; returns the queue."""
+    queue = unique("trig")
     stack.start_worker(
         queue,
         name="triggerer",
@@ -59,6 +61,7 @@ async def start_triggerer(stack: Stack, queue: str, capacity: int = 1000) -> Non
         AIRLOCK_TRIGGER_ALLOWLIST=TEST_ALLOWLIST,
     )
     await stack.wait_worker(queue)
+    return queue
 
 
 async def test_time_delta_is_a_durable_timer_that_resumes_the_task(make_stack) -> None:
@@ -103,8 +106,7 @@ async def test_bad_time_trigger_kwargs_are_refused(make_stack) -> None:
 
 async def test_file_trigger_on_a_triggerer_resumes_its_task(make_stack, tmp_path: Path) -> None:
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue, capacity=7)
+    queue = await start_triggerer(stack, capacity=7)
     target = tmp_path / "ready.flag"
     async with stack.client() as client:
         ti = await defer(client, FILE_TRIGGER, {"filepath": str(target), "poll_interval": 0.2}, queue=queue)
@@ -129,8 +131,7 @@ async def test_file_trigger_on_a_triggerer_resumes_its_task(make_stack, tmp_path
 
 async def test_terminal_event_ends_the_task_directly(make_stack) -> None:
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     async with stack.client() as client:
         ti = await defer(client, "tests.trigger_classes.SucceedTaskTrigger", {}, queue=queue)
         trigger = await wait_trigger(client, ti["trigger_id"])
@@ -141,8 +142,7 @@ async def test_terminal_event_ends_the_task_directly(make_stack) -> None:
 
 async def test_raising_trigger_fails_the_task_with_its_traceback(make_stack) -> None:
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     async with stack.client() as client:
         ti = await defer(client, "tests.trigger_classes.RaisingTrigger", {}, queue=queue)
         trigger = await wait_trigger(client, ti["trigger_id"])
@@ -155,8 +155,7 @@ async def test_raising_trigger_fails_the_task_with_its_traceback(make_stack) -> 
 
 async def test_trigger_timeout_resumes_with_fail(make_stack, tmp_path: Path) -> None:
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     async with stack.client() as client:
         ti = await defer(
             client,
@@ -176,8 +175,7 @@ async def test_trigger_timeout_resumes_with_fail(make_stack, tmp_path: Path) -> 
 @pytest.mark.parametrize("how", ["delete", "clear"])
 async def test_cancel_runs_cleanup_on_the_triggerer(make_stack, tmp_path: Path, how: str) -> None:
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     marker = tmp_path / "cleanup.marker"
     secret = unique("kwarg-secret")
     async with stack.client() as client:
@@ -277,8 +275,7 @@ async def test_killed_triggerer_hands_its_triggers_over_and_events_apply_once(
 
 async def test_event_due_while_api_down_lands_when_it_returns(make_stack, tmp_path: Path) -> None:
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     flag = tmp_path / "flag"
     async with stack.client() as client:
         ti = await defer(client, FILE_TRIGGER, {"filepath": str(flag), "poll_interval": 0.2}, queue=queue)
@@ -302,8 +299,7 @@ async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_s
     from tests import services
 
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     table = unique("ready").replace("-", "_")
     engine = create_engine(services.postgres_url().replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
@@ -375,8 +371,7 @@ async def test_running_task_defers_through_the_execution_api(make_stack) -> None
 
 async def test_cli_lists_shows_and_reads_logs(make_stack, tmp_path: Path) -> None:
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     async with stack.client() as client:
         ti = await defer(client, "tests.trigger_classes.RaisingTrigger", {}, queue=queue)
         await wait_trigger(client, ti["trigger_id"])
@@ -397,8 +392,7 @@ async def test_cli_lists_shows_and_reads_logs(make_stack, tmp_path: Path) -> Non
 async def test_rejected_api_call_fails_the_trigger_loudly(make_stack) -> None:
     """A 4xx (here: the trigger's connection does not exist) is final, not a silent retry loop."""
     stack = await make_stack()
-    queue = unique("trig")
-    await start_triggerer(stack, queue)
+    queue = await start_triggerer(stack)
     async with stack.client() as client:
         ti = await defer(
             client,
