@@ -408,3 +408,20 @@ async def test_rejected_api_call_fails_the_trigger_loudly(make_stack) -> None:
     temporal = await Client.connect(stack.temporal_address)
     description = await temporal.get_workflow_handle(f"trigger-{ti['trigger_id']}").describe()
     assert description.status is not None and description.status.name == "FAILED"
+
+
+async def test_trigger_whose_workflow_is_terminated_is_reaped(make_stack, tmp_path: Path) -> None:
+    stack = await make_stack(connection_test_reaper_interval=0.5)
+    queue = await start_triggerer(stack)
+    async with stack.client() as client:
+        kwargs = {"marker": str(tmp_path / "marker")}
+        ti = await defer(client, "tests.trigger_classes.WaitForeverTrigger", kwargs, queue=queue)
+        temporal = await Client.connect(stack.temporal_address)
+        await temporal.get_workflow_handle(f"trigger-{ti['trigger_id']}").terminate(
+            reason="operator pulled it"
+        )
+        trigger = await wait_trigger(client, ti["trigger_id"], timeout=30)
+        final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert trigger["state"] == "failed"
+    assert "terminated in Temporal (operator pulled it)" in trigger["failure"]
+    assert final["next_method"] == "__fail__"

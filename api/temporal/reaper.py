@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -15,11 +16,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistoryEventFilterType
 from temporalio.service import RPCError, RPCStatusCode
 
+from airlock.states import TriggerState
 from airlock.workloads import ConnectionTestOutcome, connection_test_workflow_id
 from api.core.config import Settings
 from api.core.crypto import SecretBox
-from api.services import connection_tests
-from api.temporal.client import release_slot
+from api.services import connection_tests, triggers
+from api.services.errors import NotFound
+from api.temporal.client import KIND_TRIGGER, release_slot
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +40,12 @@ class ConnectionTestReaper:
         self._box = box
 
     async def run_forever(self) -> None:
+        triggers_reaper = TriggerReaper(self._client, self._sessions)
         while True:
             with contextlib.suppress(Exception):
                 await self.reap_once()
+            with contextlib.suppress(Exception):
+                await triggers_reaper.reap_once()
             await asyncio.sleep(self._settings.connection_test_reaper_interval)
 
     async def reap_once(self, older_than: float | None = None) -> int:
@@ -92,3 +98,48 @@ async def _closing_reason(handle: WorkflowHandle[Any, Any]) -> str:
             reason = event.workflow_execution_terminated_event_attributes.reason
             return f" ({reason})" if reason else ""
     return ""
+
+
+class TriggerReaper:
+    """Ends triggers whose workflow closed without ending them (terminated from the Temporal UI, say).
+
+    Triggers wait for hours, so asking Temporal about each open row would cost an RPC per trigger per
+    pass; instead each pass lists the trigger workflows that closed since the previous pass.
+    """
+
+    LOOKBACK = timedelta(days=1)
+    # Visibility lags a little behind the close: look back over the previous pass too.
+    OVERLAP = timedelta(minutes=1)
+
+    def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._client = client
+        self._sessions = sessions
+        self._since = datetime.now(UTC) - self.LOOKBACK
+
+    async def reap_once(self) -> int:
+        started = datetime.now(UTC)
+        query = (
+            f"AirlockKind = '{KIND_TRIGGER}' AND ExecutionStatus != 'Running' "
+            f"AND CloseTime > '{self._since.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+        )
+        reaped = 0
+        async for execution in self._client.list_workflows(query):
+            trigger_id = execution.id.removeprefix("trigger-")
+            async with self._sessions() as session:
+                with contextlib.suppress(NotFound):
+                    if TriggerState((await triggers.get(session, trigger_id)).state).is_terminal:
+                        continue
+            status = execution.status.name.lower().replace("_", " ") if execution.status else "closed"
+            reason = await _closing_reason(self._client.get_workflow_handle(execution.id))
+            async with self._sessions.begin() as session:
+                with contextlib.suppress(NotFound):
+                    if await triggers.end(
+                        session,
+                        trigger_id,
+                        state=TriggerState.FAILED,
+                        reason=f"reaped: its workflow was {status} in Temporal{reason}",
+                    ):
+                        reaped += 1
+                        log.warning("reaped trigger", trigger_id=trigger_id, status=status)
+        self._since = started - self.OVERLAP
+        return reaped
