@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from airlock.version import EXECUTION_API_VERSION_HEADER
+from api.core.security import mint_trigger_token
 from tests.stack import Stack, unique
 
 FILE_TRIGGER = "activities.triggers.file.FileTrigger"
@@ -325,6 +326,18 @@ async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_s
             )
             await asyncio.sleep(1)
             assert (await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json()["state"] == "running"
+            # The trigger's token reaches the connection its kwargs name, and no other.
+            await client.post(
+                "/api/v2/connections", json={"connection_id": "payroll", "conn_type": "postgres"}
+            )
+            token = mint_trigger_token(stack.settings, ti["trigger_id"], 60)
+            headers = {"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: "2026-12-01"}
+            async with httpx.AsyncClient(
+                base_url=stack.api.url + "/execution", headers=headers
+            ) as trigger_api:
+                base = f"/triggers/{ti['trigger_id']}/connections"
+                assert (await trigger_api.get(f"{base}/warehouse")).status_code == 200
+                assert (await trigger_api.get(f"{base}/payroll")).status_code == 403
             with engine.begin() as conn:
                 conn.execute(text(f"insert into {table} values (1)"))
             trigger = await wait_trigger(client, ti["trigger_id"])

@@ -73,6 +73,11 @@ def kwargs_of(trigger: Trigger, box: SecretBox) -> dict[str, Any]:
     return box.decrypt_json(trigger.kwargs)
 
 
+def named_connections(kwargs: dict[str, Any]) -> set[str]:
+    """The saved connections a trigger may read: those its kwargs name as ``conn_id`` or ``*_conn_id``."""
+    return {v for k, v in kwargs.items() if (k == "conn_id" or k.endswith("_conn_id")) and isinstance(v, str)}
+
+
 async def mark_running(session: AsyncSession, trigger_id: str) -> bool:
     trigger = await get(session, trigger_id, lock=True)
     if TriggerState(trigger.state).is_terminal:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from cadwyn import VersionedAPIRouter
-from fastapi import status
+from fastapi import HTTPException, status
 
 from airlock.connection import ConnectionFields
 from airlock.states import TriggerState
@@ -74,6 +74,9 @@ async def post_logs(trigger_id: str, body: TriggerLogBatch, _: TriggerTokenDep, 
 async def get_connection(
     trigger_id: str, connection_id: str, _: TriggerTokenDep, session: SessionDep, runtime: RuntimeDep
 ) -> ConnectionFields:
-    """A saved connection the trigger uses (a SQL trigger's database, say)."""
-    await triggers.get(session, trigger_id)
+    """A saved connection the trigger names in its kwargs (``conn_id``, ``*_conn_id``): a SQL trigger's
+    database, say. Any other connection is out of this trigger's reach."""
+    trigger = await triggers.get(session, trigger_id)
+    if connection_id not in triggers.named_connections(triggers.kwargs_of(trigger, runtime.box)):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this trigger's kwargs do not name that connection")
     return connections.to_fields(await connections.get(session, connection_id), runtime.box)
