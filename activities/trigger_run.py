@@ -20,6 +20,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.testers import MIN_SECRET_CHARS, connection_secrets, kwargs_secrets, scrub
 from activities.triggers import BaseTrigger, TriggerNotAllowed, load_trigger_class, trigger_entry_points
 from airlock.connection import ConnectionFields
 from airlock.serde import serialize
@@ -37,6 +38,26 @@ MAX_LOG_BUFFER = 5000
 _current_buffer: contextvars.ContextVar[list[dict[str, str]] | None] = contextvars.ContextVar(
     "trigger_log_buffer", default=None
 )
+# The running trigger's secrets: no log line, error or traceback of its task may show them.
+_current_secrets: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "trigger_secrets", default=()
+)
+
+
+class _ScrubTriggerSecrets(logging.Filter):
+    """Rewrites a record logged while a trigger runs so that none of its secrets is in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = _current_secrets.get()
+        if secrets:
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.msg, record.args = scrub(record.getMessage(), *secrets), ()
+            if record.exc_text:
+                record.exc_text = scrub(record.exc_text, *secrets)
+            if record.stack_info:
+                record.stack_info = scrub(record.stack_info, *secrets)
+        return True
 
 
 # The runner's own machinery (shipping these very logs included) is not the trigger's log.
@@ -66,7 +87,15 @@ class _Context:
         self.log = log
 
     async def get_connection(self, conn_id: str) -> ConnectionFields:
-        return await self._api.get_trigger_connection(self._trigger_id, conn_id)
+        conn = await self._api.get_trigger_connection(self._trigger_id, conn_id)
+        # What the trigger now holds is scrubbed from its logs and errors, as its kwargs' secrets are.
+        _add_secrets(connection_secrets(conn))
+        return conn
+
+
+def _add_secrets(secrets: Sequence[str]) -> None:
+    known = {*_current_secrets.get(), *(s for s in secrets if len(s) >= MIN_SECRET_CHARS)}
+    _current_secrets.set(tuple(sorted(known, key=len, reverse=True)))
 
 
 class TriggerActivities:
@@ -91,7 +120,13 @@ class TriggerActivities:
         self.job_id: str | None = None
         handler = _TriggerLogHandler()
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        # On every handler (the worker's own log included), so that the first one to see a record
+        # scrubs it for all.
+        scrubber = _ScrubTriggerSecrets()
+        for each in root.handlers:
+            each.addFilter(scrubber)
 
     @activity.defn(name=RUN_TRIGGER_ACTIVITY)
     async def run_trigger(self, workload: RunTriggerInput) -> str:
@@ -115,6 +150,7 @@ class TriggerActivities:
             claimed = await api.claim_trigger(
                 workload.trigger_id, job_id=self.job_id, triggerer=self._identity
             )
+            _current_secrets.set(kwargs_secrets(claimed["kwargs"]))
             trigger = self._build(claimed["classpath"], claimed["kwargs"])
             trigger.context = _Context(api, workload.trigger_id, trigger.log)
             trigger.log.info("running %s on %s", claimed["classpath"], self._identity)
@@ -136,8 +172,10 @@ class TriggerActivities:
         except TriggerNotAllowed as exc:
             raise ApplicationError(str(exc), type="TriggerNotAllowed", non_retryable=True) from None
         except (ImportError, TypeError, ValueError) as exc:
+            # A validation message may quote the value it rejects: a URL with its password, say.
+            message = f"cannot build trigger {classpath}: {type(exc).__name__}: {exc}"
             raise ApplicationError(
-                f"cannot build trigger {classpath}: {type(exc).__name__}: {exc}",
+                scrub(message, *_current_secrets.get()),
                 type=TRIGGER_FAILED_ERROR,
                 non_retryable=True,
             ) from None
@@ -162,8 +200,10 @@ class TriggerActivities:
         except Exception as exc:
             # The trigger itself raised: report it with the traceback, and do not retry it elsewhere.
             trigger.log.error("failed: %s", exc)
-            error = f"{type(exc).__name__}: {exc}"
-            stack = traceback.format_exc()
+            # Its message and traceback may quote its own kwargs: they leave this process scrubbed.
+            secrets = _current_secrets.get()
+            error = scrub(f"{type(exc).__name__}: {exc}", *secrets)
+            stack = scrub(traceback.format_exc(), *secrets)
             await _quietly(flush_logs)
             await api.post_trigger_failure(trigger_id, error=error, traceback=stack)
             raise ApplicationError(error, type=TRIGGER_FAILED_ERROR, non_retryable=True) from None

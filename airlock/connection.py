@@ -8,27 +8,19 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airlock.validation import Text
+from airlock.validation import Text, check_json
 
 CONN_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+.-]{0,49}$"
 MAX_EXTRA_BYTES = 64 * 1024
 MAX_EXTRA_DEPTH = 8
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
-
-
-def check_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    if _depth(extra) > MAX_EXTRA_DEPTH:
-        raise ValueError(f"extra is nested more than {MAX_EXTRA_DEPTH} levels deep")
-    if len(json.dumps(extra)) > MAX_EXTRA_BYTES:
-        raise ValueError(f"extra is larger than {MAX_EXTRA_BYTES} bytes")
-    return extra
+def check_extra(extra: dict[str, Any], name: str = "extra") -> dict[str, Any]:
+    """Connection extras and trigger kwargs: shallow, small, and storable on every database."""
+    checked: dict[str, Any] = check_json(
+        extra, name=name, max_depth=MAX_EXTRA_DEPTH, max_bytes=MAX_EXTRA_BYTES
+    )
+    return checked
 
 
 class ConnectionFields(BaseModel):
@@ -40,9 +32,10 @@ class ConnectionFields(BaseModel):
     host: Text | None = Field(None, max_length=500)
     port: int | None = Field(None, ge=0, le=65535)
     login: Text | None = Field(None, max_length=500)
-    password: Text | None = Field(None, max_length=5000)
+    # Out of repr() and str(): a logged or raised ConnectionFields must not show a credential.
+    password: Text | None = Field(None, max_length=5000, repr=False)
     schema_: Text | None = Field(None, alias="schema", max_length=500)
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     _check_extra = field_validator("extra")(check_extra)
 
@@ -76,7 +69,11 @@ def parse_uri(uri: str) -> dict[str, Any]:
         raise InvalidURI("URI contains a NUL byte")
     if "://" not in uri:
         raise InvalidURI("URI must look like conn_type://[login[:password]@]host[:port][/schema]")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        # Not the parser's message: some quote the network location, password included.
+        raise InvalidURI("URI cannot be parsed: its host part is malformed") from None
     if not parts.scheme:
         raise InvalidURI("URI has no scheme (the conn_type)")
     conn_type = parts.scheme.replace("-", "_")
@@ -84,8 +81,9 @@ def parse_uri(uri: str) -> dict[str, Any]:
         conn_type = "postgres"
     try:
         port = parts.port
-    except ValueError as exc:
-        raise InvalidURI(f"URI has an invalid port: {exc}") from None
+    except ValueError:
+        # Not the parser's message: it quotes the port text, which may be a misplaced password.
+        raise InvalidURI("URI has an invalid port: it must be a number from 0 to 65535") from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     extra: dict[str, Any] = {}
     for key, value in query:
@@ -94,6 +92,9 @@ def parse_uri(uri: str) -> dict[str, Any]:
                 loaded = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise InvalidURI(f"__extra__ is not valid JSON: {exc.msg}") from None
+            except (RecursionError, ValueError):
+                # Nested too deeply for the parser, or a number too long to convert.
+                raise InvalidURI("__extra__ is not JSON this API accepts (too deep or too large)") from None
             if not isinstance(loaded, dict):
                 raise InvalidURI("__extra__ must be a JSON object")
             extra.update(loaded)

@@ -8,6 +8,8 @@ codec endpoint at ``.../codec/ui/<token>``.
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, status
@@ -19,6 +21,23 @@ from api.public.security import require_admin
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 PayloadsBody = Annotated[dict[str, Any], Body(examples=[{"payloads": [{"metadata": {}, "data": ""}]}])]
+_UI_TOKEN = re.compile(r"(/codec/ui/)[^/\s?\"]+")
+
+
+class HideCodecToken(logging.Filter):
+    """The UI's decode URL carries the codec token: an access log shows ``/codec/ui/***/decode``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/codec/ui/" in message:
+            record.msg, record.args = _UI_TOKEN.sub(r"\1***", message), ()
+        return True
+
+
+def hide_token_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideCodecToken) for f in access.filters):
+        access.addFilter(HideCodecToken())
 
 
 def _parse(body: dict[str, Any]) -> Payloads:
@@ -40,12 +59,18 @@ async def _run(runtime: Any, body: dict[str, Any], encode: bool) -> dict[str, An
     return json_format.MessageToDict(Payloads(payloads=result))
 
 
-@router.post("/encode", dependencies=[Depends(require_admin)])
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "not a Payloads object, or payloads this key cannot decode"},
+    401: {"description": "missing or invalid API token"},
+}
+
+
+@router.post("/encode", dependencies=[Depends(require_admin)], responses=_RESPONSES)
 async def encode(body: PayloadsBody, runtime: RuntimeDep) -> dict[str, Any]:
     return await _run(runtime, body, encode=True)
 
 
-@router.post("/decode", dependencies=[Depends(require_admin)])
+@router.post("/decode", dependencies=[Depends(require_admin)], responses=_RESPONSES)
 async def decode(body: PayloadsBody, runtime: RuntimeDep) -> dict[str, Any]:
     return await _run(runtime, body, encode=False)
 

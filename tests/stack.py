@@ -22,6 +22,7 @@ from api.core.security import mint_worker_token
 from api.deps import Runtime
 from api.main import create_app
 from api.temporal.reaper import ConnectionTestReaper
+from tests import secret_scan
 
 TERMINAL = {"success", "failed"}
 
@@ -55,8 +56,15 @@ class ApiServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        # INFO with the access log, into the root logger: the secret scan reads what an operator
+        # running the API with access logs would see (request paths included).
         config = uvicorn.Config(
-            create_app(self.settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            create_app(self.settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="info",
+            log_config=None,
+            lifespan="on",
         )
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -155,6 +163,9 @@ class Stack:
             stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await proc.communicate()
+        # `airlock tokens` prints a token: its purpose. Nothing else prints one, or any password.
+        forbidden = secret_scan.NOT_TOKENS if args[:1] == ("tokens",) else secret_scan.EVERYTHING
+        secret_scan.SESSION.check_output(out.decode(), f"output of airlock {' '.join(args[:2])}", forbidden)
         return proc.returncode or 0, out.decode()
 
     def stop_workers(self) -> None:

@@ -9,6 +9,7 @@ import signal
 from temporalio.client import Client
 
 from airlock.version import EXECUTION_API_VERSIONS
+from tests import secret_scan
 from tests.stack import unique, wait_terminal
 
 
@@ -23,10 +24,9 @@ async def test_test_runs_on_named_queue_and_reports_worker(make_stack) -> None:
         for queue, job in ((net_a, job_a), (net_b, job_b)):
             ids = []
             for _ in range(3):
-                response = await client.post(
-                    "/api/v2/connections/test",
-                    json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue},
-                )
+                # A password the tcp tester ignores: it still travels the whole way, and must not leak.
+                uri = f"tcp://probe:{secret_scan.password()}@127.0.0.1:{stack.api.port}"
+                response = await client.post("/api/v2/connections/test", json={"uri": uri, "queue": queue})
                 assert response.status_code == 202, response.text
                 assert response.json()["state"] == "pending"
                 ids.append(response.json()["id"])
@@ -82,9 +82,10 @@ async def test_cli_shows_states_and_exits_by_result(make_stack) -> None:
     code, out = await cli("--uri", f"tcp://127.0.0.1:{stack.api.port}", "--queue", queue)
     assert code == 0, out
     assert "pending" in out and "success" in out and "TCP connection" in out
-    code, out = await cli("--uri", "tcp://127.0.0.1:1", "--queue", queue)
+    password = secret_scan.password()
+    code, out = await cli("--uri", f"tcp://probe:{password}@127.0.0.1:1", "--queue", queue)
     assert code == 1, out
-    assert "connection refused" in out
+    assert "connection refused" in out and password not in out
     code, out = await cli("--conn-id", "does-not-exist")
     assert code == 2 and "404" in out
     code, out = await cli()

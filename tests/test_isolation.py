@@ -69,3 +69,15 @@ async def test_deadline_kills_the_child_and_what_it_spawned(forks: ForkServer, t
 async def test_a_crashing_child_gives_no_output(forks: ForkServer) -> None:
     result = await forks.run("tests.isolation_targets:crash", {}, timeout=10)
     assert not result.timed_out and result.output is None and result.exitcode == 3
+
+
+async def test_a_running_worker_shows_no_secret_in_its_proc_environ(make_stack) -> None:
+    """Driver code runs as the worker's uid and could read /proc/<worker pid>/environ: the block the
+    worker started with still names its secrets, but their values are gone."""
+    stack = await make_stack()
+    await stack.serve_queue()
+    worker = stack.workers[0]
+    environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
+    assert b"AIRLOCK_PAYLOAD_KEY=" in environ and b"AIRLOCK_WORKER_TOKEN=" in environ
+    assert stack.secrets.payload_key.encode() not in environ
+    assert b"AIRLOCK_WORKER_TOKEN=eyJ" not in environ

@@ -13,6 +13,7 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
 from airlock.workloads import connection_test_workflow_id
+from tests import secret_scan
 from tests.stack import unique, wait_terminal
 
 
@@ -51,7 +52,7 @@ async def test_global_cap_holds_across_workers(make_stack, silent_server: int) -
 
 
 async def test_worker_killed_mid_test_fails_with_reason(make_stack, silent_server: int) -> None:
-    stack = await make_stack(connection_test_heartbeat_timeout=3)
+    stack = await make_stack(connection_test_heartbeat_timeout=3, connection_test_dispatch_timeout=3)
     queue = unique("net")
     proc = stack.start_worker(queue)
     await stack.wait_worker(queue)
@@ -68,7 +69,9 @@ async def test_worker_killed_mid_test_fails_with_reason(make_stack, silent_serve
         os.killpg(proc.pid, signal.SIGKILL)
         result = await wait_terminal(client, test_id, timeout=30)
     assert result["state"] == "failed"
+    # No other worker serves the queue: the second attempt finds nobody either.
     assert "stopped responding" in result["result_message"]
+    assert "on a second attempt, no worker picked the test up" in result["result_message"]
 
 
 async def test_queue_abandoned_by_killed_worker_fails_on_dispatch_timeout(make_stack) -> None:
@@ -132,7 +135,7 @@ async def test_result_due_while_api_down_lands_when_it_returns(make_stack, slow_
 async def test_no_secret_in_workflow_history(make_stack) -> None:
     stack = await make_stack()
     queue = await stack.serve_queue()
-    password = "Pw-" + base64.b16encode(os.urandom(8)).decode()
+    password = secret_scan.password("Pw-")
     async with stack.client() as client:
         r = await client.post(
             "/api/v2/connections/test",

@@ -3,10 +3,17 @@ database, commit on success."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import create_engine, text
+import re
 
+import httpx
+import pytest
+from fastapi.routing import iter_route_contexts
+from sqlalchemy import create_engine, text
+from starlette.routing import Mount
+
+from api.core.security import mint_worker_token
 from api.db.session import sync_url
+from tests.reliability import record
 from tests.stack import wait_terminal
 
 ALL_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgresql", "mysql"], indirect=True)
@@ -92,15 +99,67 @@ async def test_oversized_body_is_413(stack) -> None:
         assert response.status_code == 413
 
 
-async def test_public_api_needs_the_token(stack) -> None:
-    async with stack.client(token="wrong") as client:
-        for method, path in [
-            ("GET", "/api/v2/connections"),
-            ("POST", "/api/v2/connections/test"),
-            ("GET", "/api/v2/jobs"),
-        ]:
-            assert (await client.request(method, path, json={})).status_code == 401
-        assert (await client.get("/health")).status_code == 200
+# Reachable without the admin token, and nothing else: health and the API's own documentation.
+OPEN_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
+# The Temporal UI cannot send a bearer token: this route's secret (the codec token) is in its path.
+PATH_TOKEN_ROUTES = {("POST", "/codec/ui/{codec_token}/decode")}
+# Mounted apps authenticate on their own (the Execution API: its matrix is in test_execution_api.py).
+MOUNTS = {"/execution"}
+
+
+async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
+    """Generated from the running app's route table, so a new route cannot be missed."""
+    app = stack.api.server.config.app
+    routes: set[tuple[str, str]] = set()
+    mounts: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, Mount):
+            mounts.add(str(route.path))
+            continue
+        routes.update((method, str(route.path)) for method in route.methods or () if method != "HEAD")
+    assert mounts == MOUNTS, "a new mounted app: say how it authenticates"
+    assert OPEN_ROUTES | PATH_TOKEN_ROUTES <= routes, "an exempt route no longer exists: update the lists"
+    guarded = sorted(routes - OPEN_ROUTES - PATH_TOKEN_ROUTES)
+    assert {p for _, p in guarded if p.startswith("/api/v2")} and {"/codec/encode", "/codec/decode"} <= {
+        p for _, p in guarded
+    }
+    worker_jwt = mint_worker_token(stack.settings, "w")
+    credentials = {
+        "no token": {},
+        "wrong token": {"Authorization": "Bearer wrong"},
+        "not bearer": {"Authorization": f"Basic {stack.secrets.admin_token}"},
+        "an Execution API token": {"Authorization": f"Bearer {worker_jwt}"},
+        "the codec token": {"Authorization": f"Bearer {stack.secrets.codec_token}"},
+    }
+    refused = 0
+    async with httpx.AsyncClient(base_url=stack.api.url, timeout=30) as client:
+        for method, path in guarded:
+            url = re.sub(r"{\w+}", "x", path)
+            for name, headers in credentials.items():
+                response = await client.request(method, url, headers=headers, json={})
+                assert response.status_code == 401, (method, path, name, response.status_code)
+                assert response.headers.get("www-authenticate") == "Bearer", (method, path, name)
+                refused += 1
+        for token in ("wrong", stack.secrets.admin_token):
+            response = await client.post(f"/codec/ui/{token}/decode", json={"payloads": []})
+            assert response.status_code == 401, response.text
+            refused += 1
+        for method, path in sorted(OPEN_ROUTES):
+            if path != "/docs/oauth2-redirect":
+                assert (await client.request(method, path)).status_code == 200, path
+    record(
+        "public API without a token",
+        refused,
+        "all refused with 401",
+        f"{len(guarded)} guarded routes x {len(credentials)} credentials, codec UI path token; "
+        f"open: {', '.join(sorted(p for _, p in OPEN_ROUTES))}",
+    )
 
 
 @ALL_DATABASES

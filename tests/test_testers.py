@@ -23,12 +23,13 @@ import redis
 from activities import testers
 from activities.testers import UnknownConnType, available_conn_types, child, load_tester, scrub
 from airlock.connection import ConnectionFields
-from tests import services
+from tests import secret_scan, services
 
 REPO = Path(__file__).resolve().parents[1]
-# URL quoting changes every one of these characters, so both forms of a leak are caught.
-WRONG = "wr0ng-P@ss/w%rd"
-RIGHT = "right-pass"
+# URL quoting changes every one of these characters, so both forms of a leak are caught; both come
+# from the secret scan's registry, so the session scan looks for them everywhere too.
+WRONG = secret_scan.password("wr0ng-P@ss/w%rd-")
+RIGHT = secret_scan.password("right-")
 TEST_USER = "airlock_t"
 UNKNOWN_HOST = "no-such-host.invalid"
 BUILT_IN = {"http", "https", "mariadb", "mysql", "postgres", "postgresql", "redis", "sqlite", "tcp"}

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from airlock.version import EXECUTION_API_VERSION_HEADER
 from api.core.security import mint_trigger_token
+from tests import secret_scan
 from tests.stack import Stack, unique
 
 FILE_TRIGGER = "activities.triggers.file.FileTrigger"
@@ -178,7 +179,7 @@ async def test_cancel_runs_cleanup_on_the_triggerer(make_stack, tmp_path: Path, 
     stack = await make_stack()
     queue = await start_triggerer(stack)
     marker = tmp_path / "cleanup.marker"
-    secret = unique("kwarg-secret")
+    secret = secret_scan.trigger_secret("kwarg-")
     async with stack.client() as client:
         kwargs = {"marker": str(marker), "password": secret}
         ti = await defer(client, "tests.trigger_classes.WaitForeverTrigger", kwargs, queue=queue)

@@ -51,7 +51,7 @@ from activities.triggers.time import (
 )
 from airlock.connection import ConnectionFields
 from airlock.serde import deserialize, serialize
-from tests import services
+from tests import secret_scan, services
 
 FAST = 0.1
 TEST_SERVER = str(Path(sys.executable).parent / "temporal-test-server")
@@ -326,12 +326,13 @@ async def test_http_trigger_accepts_a_list_of_statuses(http_server: WarmingUpSer
 
 
 async def test_http_trigger_keeps_polling_through_connection_errors(caplog: pytest.LogCaptureFixture) -> None:
-    trigger = HttpTrigger(url=f"http://user:hunter2@127.0.0.1:{closed_port()}/", request_timeout=2)
+    secret = secret_scan.password()
+    trigger = HttpTrigger(url=f"http://user:{secret}@127.0.0.1:{closed_port()}/", request_timeout=2)
     with caplog.at_level(logging.WARNING, logger=trigger.log.name):
         assert await trigger.poll() is None
     [record] = caplog.records
     assert "will retry" in record.getMessage() and "ConnectError" in record.getMessage()
-    assert "hunter2" not in record.getMessage()
+    assert secret not in record.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -497,14 +498,15 @@ async def test_sql_trigger_waits_for_a_sqlite_file_that_does_not_exist_yet(
 async def test_sql_trigger_logs_and_retries_when_postgres_is_unreachable(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    conn = fields(conn_type="postgres", host="127.0.0.1", port=closed_port(), password="pw-XYZ-123")
+    secret = secret_scan.password("pw-")
+    conn = fields(conn_type="postgres", host="127.0.0.1", port=closed_port(), password=secret)
     trigger, context = sql_trigger(conn, "select 1")
     with caplog.at_level(logging.WARNING, logger=trigger.log.name):
         assert await trigger.poll() is None
         assert await trigger.poll() is None
     assert len(caplog.records) == 2
     assert "cannot query connection 'warehouse', will retry" in caplog.records[0].getMessage()
-    assert "pw-XYZ-123" not in caplog.text
+    assert secret not in caplog.text
     assert context.lookups == ["warehouse"]
 
 

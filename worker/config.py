@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,6 +24,12 @@ class TemporalSettings(BaseSettings):
     payload_key_id: str = "k1"
     # Keys that still decrypt old payloads after a rotation, as {"key id": "base64 key"}.
     payload_old_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    def __repr_args__(self) -> Any:
+        # repr() and str() of settings (a log line, a traceback) show URLs without their password:
+        # a database URL, an API URL with userinfo.
+        for name, value in super().__repr_args__():
+            yield name, hide_url_password(value) if isinstance(value, str) else value
 
     def codec(self) -> EncryptionCodec:
         if not self.payload_key:
@@ -69,3 +76,19 @@ def split_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def hide_url_password(value: str) -> str:
+    """``scheme://user:***@host/...`` for a URL with a password; anything else unchanged."""
+    if "://" not in value or "@" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
+import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -19,6 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+# Seconds past its deadline at which an orphaned child kills itself.
+CHILD_ALARM_MARGIN = 5
 
 
 @dataclass
@@ -48,7 +55,9 @@ class ForkServer:
     ) -> ChildResult:
         """Call ``target`` ("module:function") with ``request`` in a fresh child; kill it at ``timeout``."""
         receiver, sender = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=_child_main, args=(target, request, sender), daemon=True)
+        process = self._context.Process(
+            target=_child_main, args=(target, request, sender, timeout), daemon=True
+        )
         process.start()
         sender.close()
         loop = asyncio.get_running_loop()
@@ -89,6 +98,19 @@ def _receive(receiver: Connection) -> dict[str, Any] | None:
     return None
 
 
+def prctl(option: int, value: int) -> bool:
+    """Linux's prctl(2); False where it is not available."""
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _die_with_parent() -> None:
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL) and os.getppid() == 1:
+        os._exit(1)  # the parent died before prctl took effect
+
+
 def _kill(pid: int | None) -> None:
     if pid is None:
         return
@@ -97,8 +119,12 @@ def _kill(pid: int | None) -> None:
             kill()
 
 
-def _child_main(target: str, request: dict[str, Any], sender: Connection) -> None:
+def _child_main(target: str, request: dict[str, Any], sender: Connection, timeout: float) -> None:
     os.setsid()
+    # The worker kills the child at its deadline, but a worker that is itself SIGKILLed cannot: the
+    # child then dies with the fork server (which dies with the worker), or at the latest by alarm.
+    _die_with_parent()
+    signal.alarm(math.ceil(timeout) + CHILD_ALARM_MARGIN)
     # Drivers that print must not write into the worker's output.
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,6 +23,7 @@ from activities.trigger_run import TriggerActivities
 from worker.client import ExecutionAPIClient
 from worker.codec import make_data_converter
 from worker.config import WorkerSettings
+from worker.isolation import PR_SET_DUMPABLE, prctl
 from worker.liveness import LivenessJob
 
 log = structlog.get_logger(__name__)
@@ -115,9 +117,31 @@ def _role(settings: WorkerSettings, identity: str) -> Role:
 
 
 def forget_secrets_in_environment() -> None:
-    """The settings hold them now; child processes (driver code) must not inherit them."""
+    """The settings hold them now; child processes (driver code) must not inherit them, nor read
+    them back from ``/proc/<worker pid>/environ``, which shows the environment the worker started
+    with whatever ``os.environ`` says later."""
     for name in SECRET_VARIABLES & set(os.environ):
         del os.environ[name]
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        _scrub_initial_environment(SECRET_VARIABLES)
+    # Non-dumpable: processes of the same uid (drivers) can neither ptrace the worker nor read its
+    # /proc files; only a privileged process can.
+    prctl(PR_SET_DUMPABLE, 0)
+
+
+def _scrub_initial_environment(names: frozenset[str]) -> None:
+    """Overwrite the values of ``names`` in the process's initial environment block with NULs."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    env_start = int(fields[47])  # field 50 of proc(5); the list starts at field 3
+    block = Path("/proc/self/environ").read_bytes()
+    with open("/proc/self/mem", "r+b", buffering=0) as memory:
+        offset = 0
+        for entry in block.split(b"\0"):
+            name, sep, value = entry.partition(b"=")
+            if sep and name.decode(errors="replace") in names:
+                memory.seek(env_start + offset + len(name) + 1)
+                memory.write(b"\0" * len(value))
+            offset += len(entry) + 1
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
 
 # Startup of the child interpreter and the report of "running" sit on top of the driver's timeout.
 START_TO_CLOSE_MARGIN = 15.0
+# A test whose worker stops heartbeating is dispatched a second time (the workload token covers both).
+DISPATCH_ATTEMPTS = 2
 SLOT_SIGNAL = "slot_granted"
 
 
@@ -64,19 +66,19 @@ class ConnectionTestWorkflow:
         return outcome
 
     async def _dispatch(self, inp: ConnectionTestInput, ticket: DispatchTicket) -> ConnectionTestOutcome:
+        run = RunConnectionTestInput(test_id=inp.test_id, token=ticket.token, timeout=inp.timeout)
         try:
-            return await workflow.execute_activity(
-                CONNECTION_TEST_ACTIVITY,
-                RunConnectionTestInput(test_id=inp.test_id, token=ticket.token, timeout=inp.timeout),
-                result_type=ConnectionTestOutcome,
-                task_queue=inp.queue,
-                schedule_to_start_timeout=timedelta(seconds=inp.dispatch_timeout),
-                start_to_close_timeout=timedelta(seconds=inp.timeout + START_TO_CLOSE_MARGIN),
-                heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-            )
+            return await _run_on_queue(inp, run)
         except ActivityError as exc:
-            return ConnectionTestOutcome(False, _explain(exc, inp))
+            if not _heartbeat_lost(exc):
+                return ConnectionTestOutcome(False, _explain(exc, inp))
+            lost = _explain(exc, inp)
+        # A lost heartbeat is a dead worker or a lost network (Temporal restarting included), not an
+        # answer from the target: run the test once more, on whichever worker of the queue is up.
+        try:
+            return await _run_on_queue(inp, run)
+        except ActivityError as exc:
+            return ConnectionTestOutcome(False, f"{lost}; on a second attempt, {_explain(exc, inp)}")
 
     async def _finish(self, inp: ConnectionTestInput, outcome: ConnectionTestOutcome, control: str) -> None:
         state = ConnectionTestState.SUCCESS if outcome.ok else ConnectionTestState.FAILED
@@ -92,6 +94,19 @@ class ConnectionTestWorkflow:
         finally:
             # Free the slot only once the result is visible, so the cap holds as seen through the API.
             await _release(inp.slots_workflow_id)
+
+
+async def _run_on_queue(inp: ConnectionTestInput, run: RunConnectionTestInput) -> ConnectionTestOutcome:
+    return await workflow.execute_activity(
+        CONNECTION_TEST_ACTIVITY,
+        run,
+        result_type=ConnectionTestOutcome,
+        task_queue=inp.queue,
+        schedule_to_start_timeout=timedelta(seconds=inp.dispatch_timeout),
+        start_to_close_timeout=timedelta(seconds=inp.timeout + START_TO_CLOSE_MARGIN),
+        heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+    )
 
 
 async def _release(slots_workflow_id: str) -> None:
@@ -113,6 +128,10 @@ def _set_state(state: ConnectionTestState) -> None:
 def _cause(exc: ActivityError) -> str:
     cause = exc.cause
     return str(cause.message if isinstance(cause, ApplicationError) else cause or exc)
+
+
+def _heartbeat_lost(exc: ActivityError) -> bool:
+    return isinstance(exc.cause, TimeoutError) and exc.cause.type == TimeoutType.HEARTBEAT
 
 
 def _explain(exc: ActivityError, inp: ConnectionTestInput) -> str:

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
 
 # A trigger without a timeout still gets a bound: its workload token has to expire some day.
 NO_TIMEOUT_LIMIT = timedelta(days=7)
+ALREADY_ENDED = "already ended"
 NON_RETRYABLE = [TRIGGER_FAILED_ERROR, "ExecutionAPIRejected", "TriggerNotAllowed"]
 
 
@@ -69,11 +70,14 @@ class TriggerWorkflow:
         token = await workflow.execute_activity(
             DISPATCH_TRIGGER_ACTIVITY,
             args=[inp.trigger_id, limit.total_seconds()],
-            result_type=str,
+            result_type=str | None,  # type: ignore[arg-type]
             task_queue=control,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=_api_retry(),
         )
+        if token is None:
+            # A rerun of a trigger that has ended (the workflow was reset): terminal is final.
+            return ALREADY_ENDED
         _set_state(TriggerState.RUNNING)
         run = workflow.start_activity(
             RUN_TRIGGER_ACTIVITY,

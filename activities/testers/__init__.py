@@ -7,12 +7,13 @@ imports this package first, and a driver should load only when its conn_type is 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import socket
 from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 from airlock.connection import ConnectionFields
 
@@ -94,6 +95,35 @@ def connection_secrets(conn: ConnectionFields) -> tuple[str, ...]:
         secrets += [conn.password, pair, base64.b64encode(pair.encode()).decode()]
     secrets += _sensitive_extra_values(conn.extra.items())
     return tuple(secrets)
+
+
+# Shorter values are not scrubbed: replacing every "1" would wreck the message, not hide a secret.
+MIN_SECRET_CHARS = 3
+
+
+def kwargs_secrets(kwargs: object) -> tuple[str, ...]:
+    """What a trigger's kwargs hold that must never be shown: values under secret-looking keys
+    (``password``, ``token``, an ``Authorization`` header, nested ones too) and passwords in URLs."""
+    found: list[str] = []
+
+    def visit(value: object, sensitive: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, sensitive or any(part in str(key).lower() for part in SENSITIVE_EXTRA_KEYS))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                visit(item, sensitive)
+        elif isinstance(value, str):
+            if sensitive:
+                found.append(value)
+                # "Bearer <token>": the credential alone may show up too.
+                found.extend(value.split(None, 1)[1:])
+            if "://" in value:
+                with contextlib.suppress(ValueError):
+                    found.append(urlsplit(value).password or "")
+
+    visit(kwargs, False)
+    return tuple(sorted({v for v in found if len(v) >= MIN_SECRET_CHARS}, key=len, reverse=True))
 
 
 def _sensitive_extra_values(items: Iterable[tuple[str, object]]) -> list[str]:

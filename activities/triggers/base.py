@@ -129,8 +129,11 @@ class BaseTrigger(ABC):
         """Release what :meth:`run` acquired; called after the trigger ends or is cancelled."""
 
     def __repr__(self) -> str:
+        # Imported here: this module stays importable inside the workflow sandbox.
+        from activities.testers import kwargs_secrets, scrub
+
         args = ", ".join(f"{key}={value!r}" for key, value in self.kwargs.items())
-        return f"<{self.classpath()} {args}>"
+        return scrub(f"<{self.classpath()} {args}>", *kwargs_secrets(self.kwargs))
 
 
 class PollingTrigger(BaseTrigger):

@@ -32,9 +32,20 @@ def async_url(url: str) -> URL:
     return _with_driver(url, _ASYNC_DRIVERS)
 
 
+# A database that accepts TCP and never answers (hung, or behind a stuck proxy) must cost a request
+# seconds, not forever: the request then gets a 503 instead of hanging.
+CONNECT_TIMEOUT_SECONDS = 5
+# Waiting for a pooled connection is bounded too, for when every slot is stuck connecting.
+POOL_TIMEOUT_SECONDS = 10
+
+
 def create_engine(url: str) -> AsyncEngine:
     target = async_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_timeout": POOL_TIMEOUT_SECONDS,
+        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    }
     if target.get_backend_name() == "sqlite":
         if target.database and target.database != ":memory:":
             Path(target.database).parent.mkdir(parents=True, exist_ok=True)

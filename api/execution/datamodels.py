@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airlock.connection import ConnectionFields
-from airlock.validation import Text
+from airlock.connection import ConnectionFields, check_extra
+from airlock.validation import Moment, Text, TimeoutSeconds, check_next_kwargs
 
 
 class StrictModel(BaseModel):
@@ -42,7 +42,7 @@ MAX_PAYLOAD_CHARS = 256 * 1024
 
 
 class TriggerClaim(StrictModel):
-    job_id: str | None = Field(None, max_length=36)
+    job_id: Text | None = Field(None, max_length=36)
     triggerer: Text | None = Field(None, max_length=500)
 
 
@@ -59,6 +59,8 @@ def _json_text(value: str) -> str:
     # Checked for JSON syntax only: the payload is stored as text and never turned back into objects here.
     try:
         json.loads(value)
+    except RecursionError:
+        raise ValueError("payload is nested too deeply to be parsed") from None
     except ValueError:
         raise ValueError("payload must be JSON text (the serialized event envelope)") from None
     return value
@@ -66,7 +68,7 @@ def _json_text(value: str) -> str:
 
 class TriggerEventBody(StrictModel):
     event_type: Literal["event", "task_success", "task_failed", "task_skipped"] = "event"
-    payload: str = Field(
+    payload: Text = Field(
         max_length=MAX_PAYLOAD_CHARS, description="the worker's serialized envelope (JSON text)"
     )
 
@@ -79,13 +81,13 @@ class TriggerFailureBody(StrictModel):
 
 
 class LogLine(StrictModel):
-    timestamp: datetime
-    level: str = Field(max_length=10)
+    timestamp: Moment
+    level: Text = Field(max_length=10)
     message: Text = Field(max_length=10_000)
 
 
 class TriggerLogBatch(StrictModel):
-    job_id: str | None = Field(None, max_length=36)
+    job_id: Text | None = Field(None, max_length=36)
     triggerer: Text | None = Field(None, max_length=500)
     lines: list[LogLine] = Field(max_length=1000)
 
@@ -93,7 +95,9 @@ class TriggerLogBatch(StrictModel):
 class TriggerSpec(StrictModel):
     classpath: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    queue: str | None = Field(None, max_length=200)
+    queue: Text | None = Field(None, max_length=200)
+
+    _kwargs = field_validator("kwargs")(lambda v: check_extra(v, "kwargs"))
 
 
 class TaskInstanceDefer(StrictModel):
@@ -101,7 +105,9 @@ class TaskInstanceDefer(StrictModel):
     trigger: TriggerSpec
     next_method: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
     next_kwargs: dict[str, Any] | None = None
-    trigger_timeout: float | None = Field(None, gt=0, description="seconds")
+    trigger_timeout: TimeoutSeconds | None = Field(None, description="seconds")
+
+    _next_kwargs = field_validator("next_kwargs")(check_next_kwargs)
 
 
 class Deferred(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airlock.connection import CONN_TYPE_PATTERN, ConnectionFields, InvalidURI, check_extra, parse_uri
 from airlock.states import ConnectionTestState, TriggerState
-from airlock.validation import Text
+from airlock.validation import Text, TimeoutSeconds, check_next_kwargs
 
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
 QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$"
@@ -176,6 +176,9 @@ class JobList(BaseModel):
     jobs: list[JobResponse]
 
 
+# The largest value an INTEGER column holds on every database (ids, offsets, map indexes).
+MAX_DB_INT = 2**31 - 1
+
 CLASSPATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 
 
@@ -183,9 +186,9 @@ class TriggerCreate(StrictModel):
     classpath: str = Field(pattern=CLASSPATH_PATTERN, max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
-    timeout: float | None = Field(None, gt=0, description="seconds")
+    timeout: TimeoutSeconds | None = Field(None, description="seconds")
 
-    _kwargs = field_validator("kwargs")(check_extra)
+    _kwargs = field_validator("kwargs")(lambda v: check_extra(v, "kwargs"))
 
 
 class TriggerResponse(BaseModel):
@@ -231,9 +234,10 @@ class TaskInstanceDeferral(StrictModel):
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
     next_method: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
     next_kwargs: dict[str, Any] | None = None
-    trigger_timeout: float | None = Field(None, gt=0, description="seconds")
+    trigger_timeout: TimeoutSeconds | None = Field(None, description="seconds")
 
-    _kwargs = field_validator("kwargs")(check_extra)
+    _kwargs = field_validator("kwargs")(lambda v: check_extra(v, "kwargs"))
+    _next_kwargs = field_validator("next_kwargs")(check_next_kwargs)
 
 
 class TaskInstanceCreate(StrictModel):
@@ -242,7 +246,7 @@ class TaskInstanceCreate(StrictModel):
     dag_id: Text = Field(min_length=1, max_length=250)
     run_id: Text = Field(min_length=1, max_length=250)
     task_id: Text = Field(min_length=1, max_length=250)
-    map_index: int = Field(-1, ge=-1)
+    map_index: int = Field(-1, ge=-1, le=MAX_DB_INT)
     defer: TaskInstanceDeferral | None = None
 
 

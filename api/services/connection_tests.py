@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activities.testers import tester_entry_points
 from airlock.connection import ConnectionFields
 from airlock.states import ACTIVE_TEST_STATES, ConnectionTestState
 from api.core.config import Settings
@@ -57,6 +59,7 @@ async def submit(
     if fields is None:
         assert request.connection_id is not None
         fields = connections.to_fields(await connections.get(session, request.connection_id), box)
+    await _check_conn_type(session, settings, fields.conn_type)
     timeout = request.timeout or settings.connection_test_timeout
     if timeout > settings.max_connection_test_timeout:
         raise Unprocessable(
@@ -92,6 +95,28 @@ async def submit(
             "wait for it to finish"
         ) from None
     return test
+
+
+@functools.cache
+def installed_conn_types() -> frozenset[str]:
+    """The conn_types with a tester installed here (entry points: Airlock's own and plugins')."""
+    return frozenset(tester_entry_points())
+
+
+async def _check_conn_type(session: AsyncSession, settings: Settings, conn_type: str) -> None:
+    """Refuse a conn_type that no tester knows: neither one installed here nor one that a live worker
+    announced (a worker may carry a plugin the API does not)."""
+    known = set(installed_conn_types())
+    if conn_type in known or conn_type.lower() in known:
+        return
+    for job in await jobs.live(session, settings.job_liveness_timeout):
+        known.update(job.conn_types)
+    if conn_type in known or conn_type.lower() in known:
+        return
+    raise Unprocessable(
+        f"unknown conn_type {conn_type!r}: no tester is installed for it here or on a live worker "
+        f"(known: {', '.join(sorted(known))})"
+    )
 
 
 async def _no_worker_reason(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db.models import Job, utcnow
-from api.services.errors import Conflict, NotFound
+from api.services.errors import Conflict, Forbidden, NotFound
 
 RUNNING = "running"
 COMPLETED = "completed"
@@ -40,9 +40,11 @@ async def register(
 
 async def get_owned(session: AsyncSession, job_id: str, credential: str) -> Job:
     job = await session.get(Job, job_id, with_for_update=True)
-    # Another worker's job looks the same as a missing one: ids are not secrets, but jobs are private.
-    if job is None or job.credential != credential:
+    if job is None:
         raise NotFound(f"job {job_id} not found")
+    if job.credential != credential:
+        # A credential problem, like every other token on the wrong resource: 403, not "not found".
+        raise Forbidden(f"job {job_id} belongs to another worker")
     return job
 
 
@@ -73,11 +75,15 @@ async def list_(session: AsyncSession, *, include_completed: bool = True, limit:
     return list(await session.scalars(query))
 
 
-async def live_for_queue(
-    session: AsyncSession, queue: str, liveness_timeout: float, kind: str = "worker"
-) -> list[Job]:
+async def live(session: AsyncSession, liveness_timeout: float, kind: str = "worker") -> list[Job]:
     cutoff = utcnow() - timedelta(seconds=liveness_timeout)
     jobs = await session.scalars(
         select(Job).where(Job.state == RUNNING, Job.kind == kind, Job.latest_heartbeat >= cutoff)
     )
-    return [job for job in jobs if queue in job.queues]
+    return list(jobs)
+
+
+async def live_for_queue(
+    session: AsyncSession, queue: str, liveness_timeout: float, kind: str = "worker"
+) -> list[Job]:
+    return [job for job in await live(session, liveness_timeout, kind) if queue in job.queues]

@@ -3,6 +3,7 @@ a trigger's event is applied to its task instance exactly once."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activities.triggers import DEFAULT_TRIGGER_ALLOWLIST, is_allowed, trigger_entry_points
 from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER, DateTimeTrigger, TimeDeltaTrigger
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
 from api.core.crypto import SecretBox
@@ -52,6 +54,7 @@ async def create(
     task_instance_id: str | None = None,
     timeout_at: datetime | None = None,
 ) -> Trigger:
+    check_classpath(classpath)
     if timeout_at is None and timeout is not None:
         timeout_at = utcnow() + timedelta(seconds=timeout)
     time_trigger_fire_at(classpath, kwargs, utcnow())  # refuse bad time-trigger kwargs before storing
@@ -67,6 +70,24 @@ async def create(
     session.add(trigger)
     await session.flush()
     return trigger
+
+
+@functools.cache
+def installed_triggers() -> frozenset[str]:
+    """Classpaths of the triggers installed here (entry points: Airlock's own and plugins')."""
+    return frozenset(trigger_entry_points().values())
+
+
+def check_classpath(classpath: str) -> None:
+    """Refuse a classpath inside Airlock's own trigger package that names no trigger there (a typo
+    would otherwise wait for a triggerer to refuse it). Classpaths elsewhere belong to the triggerers'
+    allowlists, which only they know; the API never imports them."""
+    if classpath in installed_triggers() or not is_allowed(classpath, DEFAULT_TRIGGER_ALLOWLIST):
+        return
+    builtin = sorted(c for c in installed_triggers() if is_allowed(c, DEFAULT_TRIGGER_ALLOWLIST))
+    raise Unprocessable(
+        f"unknown trigger class {classpath!r}: the built-in triggers are {', '.join(builtin)}"
+    )
 
 
 def kwargs_of(trigger: Trigger, box: SecretBox) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from api.core.security import mint_trigger_token, mint_workload_token
 from api.db.models import utcnow
 from api.services import connection_tests, triggers
 from api.services.errors import Conflict
-from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
+from workflows.connection_test import DISPATCH_ATTEMPTS, START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
 from workflows.slots import ConnectionTestSlotsWorkflow
 from workflows.trigger import TriggerWorkflow
 
@@ -47,8 +47,9 @@ class ControlActivities:
             if not await connection_tests.mark_queued(session, test_id):
                 raise ApplicationError(f"test already ended ({test.state})", non_retryable=True)
             timeout = test.timeout
-        # The token outlives the test's deadline only by a small margin.
-        ttl = self.settings.connection_test_dispatch_timeout + timeout + START_TO_CLOSE_MARGIN + 30
+        # The token outlives the test's last possible deadline only by a small margin.
+        attempt = self.settings.connection_test_dispatch_timeout + timeout + START_TO_CLOSE_MARGIN
+        ttl = DISPATCH_ATTEMPTS * attempt + 30
         return DispatchTicket(token=mint_workload_token(self.settings, test_id, ttl))
 
     @activity.defn(name=RECORD_RESULT_ACTIVITY)
@@ -65,12 +66,14 @@ class TriggerControlActivities:
     sessions: async_sessionmaker[AsyncSession]
 
     @activity.defn(name=DISPATCH_TRIGGER_ACTIVITY)
-    async def dispatch_trigger(self, trigger_id: str, ttl_seconds: float) -> str:
-        """The token a triggerer runs this trigger with; it expires soon after the trigger's deadline."""
+    async def dispatch_trigger(self, trigger_id: str, ttl_seconds: float) -> str | None:
+        """The token a triggerer runs this trigger with; it expires soon after the trigger's deadline.
+
+        None when the trigger has ended already: its workflow is a rerun (reset in Temporal)."""
         async with self.sessions() as session:
             trigger = await triggers.get(session, trigger_id)
             if TriggerState(trigger.state).is_terminal:
-                raise ApplicationError(f"trigger already ended ({trigger.state})", non_retryable=True)
+                return None
         return mint_trigger_token(self.settings, trigger_id, ttl_seconds + 3600)
 
     @activity.defn(name=RECORD_TIMER_FIRED_ACTIVITY)

@@ -129,8 +129,13 @@ class TriggerReaper:
                 with contextlib.suppress(NotFound):
                     if TriggerState((await triggers.get(session, trigger_id)).state).is_terminal:
                         continue
+            latest = await self._client.get_workflow_handle(execution.id).describe()
+            if latest.status == WorkflowExecutionStatus.RUNNING:
+                continue  # an earlier run, closed by a reset: the trigger carries on in the new run
             status = execution.status.name.lower().replace("_", " ") if execution.status else "closed"
-            reason = await _closing_reason(self._client.get_workflow_handle(execution.id))
+            reason = await _closing_reason(
+                self._client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            )
             async with self._sessions.begin() as session:
                 with contextlib.suppress(NotFound):
                     if await triggers.end(

@@ -5,7 +5,12 @@ from fastapi import APIRouter, Query, status
 from airlock.states import ConnectionTestState
 from api.db.models import ConnectionTest
 from api.deps import RuntimeDep, SessionDep
-from api.public.datamodels import ConnectionTestList, ConnectionTestRequest, ConnectionTestResponse
+from api.public.datamodels import (
+    MAX_DB_INT,
+    ConnectionTestList,
+    ConnectionTestRequest,
+    ConnectionTestResponse,
+)
 from api.services import connection_tests
 from api.services.errors import Unavailable
 from api.temporal.client import start_connection_test
@@ -55,7 +60,7 @@ async def list_tests(
     state: ConnectionTestState | None = None,
     connection_id: str | None = Query(None, max_length=250),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> ConnectionTestList:
     rows, total = await connection_tests.list_(
         session, state=state, connection_id=connection_id, limit=limit, offset=offset

@@ -3,7 +3,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response, status
 
 from api.deps import RuntimeDep, SessionDep
-from api.public.datamodels import ConnectionCreate, ConnectionList, ConnectionResponse, ConnectionUpdate
+from api.public.datamodels import (
+    MAX_DB_INT,
+    ConnectionCreate,
+    ConnectionList,
+    ConnectionResponse,
+    ConnectionUpdate,
+)
 from api.services import connections
 
 router = APIRouter(prefix="/connections", tags=["connections"])
@@ -22,7 +28,7 @@ async def list_connections(
     session: SessionDep,
     runtime: RuntimeDep,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> ConnectionList:
     rows, total = await connections.list_(session, limit=limit, offset=offset)
     return ConnectionList(

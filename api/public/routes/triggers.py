@@ -5,7 +5,14 @@ from fastapi import APIRouter, Query, status
 from airlock.states import TriggerState
 from api.db.models import Trigger
 from api.deps import RuntimeDep, SessionDep
-from api.public.datamodels import TriggerCreate, TriggerList, TriggerLogLine, TriggerLogs, TriggerResponse
+from api.public.datamodels import (
+    MAX_DB_INT,
+    TriggerCreate,
+    TriggerList,
+    TriggerLogLine,
+    TriggerLogs,
+    TriggerResponse,
+)
 from api.services import triggers
 from api.temporal.client import cancel_trigger
 from api.temporal.launch import launch_trigger
@@ -40,7 +47,7 @@ async def list_triggers(
     session: SessionDep,
     state: TriggerState | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> TriggerList:
     rows, total = await triggers.list_(session, state=state, limit=limit, offset=offset)
     return TriggerList(triggers=[to_response(t) for t in rows], total_entries=total)
@@ -68,7 +75,9 @@ async def cancel(trigger_id: str, runtime: RuntimeDep) -> TriggerResponse:
 async def get_logs(
     trigger_id: str,
     session: SessionDep,
-    after_id: int = Query(0, ge=0, description="only lines after this id (for following a live trigger)"),
+    after_id: int = Query(
+        0, ge=0, le=MAX_DB_INT, description="only lines after this id (for following a live trigger)"
+    ),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> TriggerLogs:
     """What the trigger logged on its triggerer, each line tagged with the triggerer job that ran it."""

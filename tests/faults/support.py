@@ -1,0 +1,162 @@
+"""Helpers shared by the fault trials: processes, states, and timing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.stack import wait_terminal
+from tests.test_triggers import FILE_TRIGGER, TIMEDELTA_TRIGGER, defer, wait_trigger
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children of children included), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields start after the last ')'.
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def poll(
+    check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.1
+) -> float:
+    """Wait until ``check()`` holds; return how long it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not await check():
+        if loop.time() - start > timeout:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(interval)
+    return loop.time() - start
+
+
+async def states(client: httpx.AsyncClient, path: str, ids: list[str]) -> list[dict[str, Any]]:
+    """The current rows behind ``path/{id}`` for every id, fetched concurrently."""
+    responses = await asyncio.gather(*(client.get(f"{path}/{i}") for i in ids))
+    for response in responses:
+        response.raise_for_status()
+    return [r.json() for r in responses]
+
+
+def spread(seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    return f"median {statistics.median(ordered):.1f} s, worst {ordered[-1]:.1f} s"
+
+
+def clock() -> float:
+    return asyncio.get_running_loop().time()
+
+
+@contextlib.contextmanager
+def slow_http(delay: float) -> Iterator[str]:
+    """An HTTP endpoint that answers 200 after ``delay`` seconds."""
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def wait_running(client: httpx.AsyncClient, path: str, ids: list[str]) -> None:
+    async def running() -> bool:
+        return all(row["state"] == "running" for row in await states(client, path, ids))
+
+    await poll(running, 60, f"{path}: all running")
+
+
+@dataclass
+class InFlight:
+    """Connection tests, file triggers and timers in flight together when a fault strikes."""
+
+    tests: list[str]
+    task_instances: list[dict[str, Any]]  # the file triggers' first, then the timers'
+    flags: list[Path]
+
+    def fire_files(self) -> None:
+        for flag in self.flags:
+            flag.write_text("go")
+
+
+async def start_in_flight(
+    client: httpx.AsyncClient,
+    *,
+    test_uri: str,
+    queue: str,
+    tests: int,
+    trigger_queue: str,
+    flags: list[Path],
+    timers: int,
+    timer_delta: float,
+) -> InFlight:
+    """Running file triggers (waiting for ``flags``), timers due in ``timer_delta`` s, then running tests."""
+    kwargs = [{"filepath": str(flag), "poll_interval": 0.2} for flag in flags]
+    file_tis = [await defer(client, FILE_TRIGGER, k, queue=trigger_queue) for k in kwargs]
+    timer_tis = [await defer(client, TIMEDELTA_TRIGGER, {"delta": timer_delta}) for _ in range(timers)]
+    await wait_running(client, "/api/v2/triggers", [ti["trigger_id"] for ti in file_tis])
+    # Last, as the tests' target answers a few seconds after they start: their results come due in the fault.
+    test_ids = []
+    for _ in range(tests):
+        response = await client.post("/api/v2/connections/test", json={"uri": test_uri, "queue": queue})
+        test_ids.append(response.json()["id"])
+    await wait_running(client, "/api/v2/connections/test", test_ids)
+    return InFlight(test_ids, file_tis + timer_tis, flags)
+
+
+async def wait_finished(client: httpx.AsyncClient, work: InFlight, timeout: float) -> None:
+    """Every test succeeds and every trigger fires."""
+    for test_id in work.tests:
+        result = await wait_terminal(client, test_id, timeout=timeout)
+        assert result["state"] == "success", result
+    for ti in work.task_instances:
+        assert (await wait_trigger(client, ti["trigger_id"], timeout=timeout))["state"] == "fired"
+
+
+async def events_applied_once(client: httpx.AsyncClient, work: InFlight) -> list[dict[str, Any]]:
+    """The task instances, each checked to hold its event exactly once."""
+    finals = await states(client, "/api/v2/task-instances", [ti["id"] for ti in work.task_instances])
+    assert [f["next_kwargs"].count('"event"') for f in finals] == [1] * len(finals)
+    return finals
