@@ -90,6 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+# Longer than any client keeps an idle connection (httpx: 5 s, uvicorn's own default too). With equal
+# timeouts a client can send on a connection at the moment the server closes it, and the request fails
+# with a read error; the server holding on longer leaves every close to the client, between requests.
+KEEP_ALIVE_SECONDS = 65
+
+
 def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> None:
     import uvicorn
 
@@ -98,4 +104,11 @@ def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> 
     settings.require_secrets()
     if migrate:
         upgrade(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )

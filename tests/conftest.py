@@ -1,11 +1,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_f
 from api.db.migrate import upgrade
 from tests import secret_scan, services
 from tests.stack import ApiServer, Stack, stack_settings
+from tests.targets import SlowTarget, silent_listener, slow_http
 
 SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
 
@@ -129,51 +127,15 @@ async def make_stack(
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP server that accepts and never answers: drivers hang on it."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    listener.close()
+    with silent_listener() as port:
+        yield port
 
 
 @pytest.fixture
-def slow_http_server() -> Iterator[str]:
+def slow_http_server() -> Iterator[SlowTarget]:
     """An HTTP endpoint that answers 200 after 4 s: a test that is still running when we want it."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Slow(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(4)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with slow_http(4.0) as target:
+        yield target
 
 
 _exit_status: int | None = None

@@ -20,7 +20,7 @@ from airlock.devstack import DevSecrets, worker_env
 from api.core.config import Settings
 from api.core.security import mint_worker_token
 from api.deps import Runtime
-from api.main import create_app
+from api.main import KEEP_ALIVE_SECONDS, create_app
 from api.temporal.reaper import ConnectionTestReaper
 from tests import secret_scan
 
@@ -65,6 +65,7 @@ class ApiServer:
             log_level="info",
             log_config=None,
             lifespan="on",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from airlock.workloads import connection_test_workflow_id
 from tests import secret_scan
 from tests.stack import unique, wait_terminal
+from tests.targets import SlowTarget
 
 
 async def test_global_cap_holds_across_workers(make_stack, silent_server: int) -> None:
@@ -112,17 +113,16 @@ async def test_workflow_terminated_in_temporal_is_reaped(make_stack, silent_serv
     )
 
 
-async def test_result_due_while_api_down_lands_when_it_returns(make_stack, slow_http_server: str) -> None:
+async def test_result_due_while_api_down_lands_when_it_returns(
+    make_stack, slow_http_server: SlowTarget
+) -> None:
     """The API (the only DB writer, and the host of the workflows) is down when the worker finishes."""
     stack = await make_stack()
     queue = await stack.serve_queue()
     async with stack.client() as client:
-        r = await client.post("/api/v2/connections/test", json={"uri": slow_http_server, "queue": queue})
+        r = await client.post("/api/v2/connections/test", json={"uri": slow_http_server.url, "queue": queue})
         test_id = r.json()["id"]
-        for _ in range(100):
-            if (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] == "running":
-                break
-            await asyncio.sleep(0.05)
+    await slow_http_server.wait_arrivals(1)
     await stack.api.stop()
     await asyncio.sleep(8)  # the driver finishes at ~4 s, while nobody can write the database
     await stack.api.start()

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.stack import wait_terminal
+from tests.targets import SlowTarget
 from tests.test_triggers import FILE_TRIGGER, TIMEDELTA_TRIGGER, defer, wait_trigger
 
 
@@ -77,30 +74,6 @@ def clock() -> float:
     return asyncio.get_running_loop().time()
 
 
-@contextlib.contextmanager
-def slow_http(delay: float) -> Iterator[str]:
-    """An HTTP endpoint that answers 200 after ``delay`` seconds."""
-
-    class Slow(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(delay)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 async def wait_running(client: httpx.AsyncClient, path: str, ids: list[str]) -> None:
     async def running() -> bool:
         return all(row["state"] == "running" for row in await states(client, path, ids))
@@ -124,7 +97,7 @@ class InFlight:
 async def start_in_flight(
     client: httpx.AsyncClient,
     *,
-    test_uri: str,
+    target: SlowTarget,
     queue: str,
     tests: int,
     trigger_queue: str,
@@ -139,10 +112,11 @@ async def start_in_flight(
     await wait_running(client, "/api/v2/triggers", [ti["trigger_id"] for ti in file_tis])
     # Last, as the tests' target answers a few seconds after they start: their results come due in the fault.
     test_ids = []
+    arrived = target.arrivals
     for _ in range(tests):
-        response = await client.post("/api/v2/connections/test", json={"uri": test_uri, "queue": queue})
+        response = await client.post("/api/v2/connections/test", json={"uri": target.url, "queue": queue})
         test_ids.append(response.json()["id"])
-    await wait_running(client, "/api/v2/connections/test", test_ids)
+    await target.wait_arrivals(arrived + tests)
     return InFlight(test_ids, file_tis + timer_tis, flags)
 
 

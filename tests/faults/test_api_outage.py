@@ -11,6 +11,7 @@ import pytest
 from tests.faults.support import clock, events_applied_once, spread, start_in_flight, wait_finished
 from tests.reliability import record
 from tests.stack import Stack
+from tests.targets import SlowTarget
 from tests.test_triggers import start_triggerer
 
 TRIALS = 2
@@ -20,7 +21,7 @@ TESTS, FILE_TRIGGERS, TIMERS = 6, 20, 10
 
 @pytest.mark.slow
 async def test_results_and_events_due_during_an_api_outage_land_once(
-    make_stack, slow_http_server: str, tmp_path: Path
+    make_stack, slow_http_server: SlowTarget, tmp_path: Path
 ) -> None:
     stack: Stack = await make_stack(max_connection_test_concurrency=TESTS)
     queue = await stack.serve_queue()
@@ -32,7 +33,7 @@ async def test_results_and_events_due_during_an_api_outage_land_once(
             # The timers come due in the middle of the outage, with no control worker to record them.
             work = await start_in_flight(
                 client,
-                test_uri=slow_http_server,
+                target=slow_http_server,
                 queue=queue,
                 tests=TESTS,
                 trigger_queue=trigger_queue,

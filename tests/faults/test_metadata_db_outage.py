@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import statistics
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from api.core.security import mint_worker_token, mint_workload_token
 from tests.pgcluster import PgCluster, private_cluster
 from tests.reliability import record
 from tests.stack import Stack, unique, wait_terminal
+from tests.targets import SlowTarget, silent_listener
 
 TRIALS = 3
 TESTS_PER_TRIAL = 3
@@ -91,7 +90,7 @@ async def _poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str)
 
 @pytest.mark.slow
 async def test_api_answers_503_while_the_metadata_db_is_down_and_recovers_by_itself(
-    private_pg: PgCluster, make_stack, slow_http_server: str
+    private_pg: PgCluster, make_stack, slow_http_server: SlowTarget
 ) -> None:
     stack = await make_stack()
     queue = await stack.serve_queue("dbout")
@@ -103,7 +102,9 @@ async def test_api_answers_503_while_the_metadata_db_is_down_and_recovers_by_its
             trials.append(await _outage_trial(stack, client, private_pg, queue, slow_http_server, refused))
         rows = [await wait_terminal(client, test_id, timeout=5) for t in trials for test_id in t.test_ids]
         # The results that came due during the outage are real results, not outage failures.
-        assert all(row["state"] == "success" and row["worker"] for row in rows), rows
+        assert all(row["state"] == "success" and row["worker"] for row in rows), [
+            (row["state"], row["worker"], row["result_message"]) for row in rows
+        ]
         for t in trials:
             ti = (await client.get(f"/api/v2/task-instances/{t.task_instance_id}")).json()
             assert ti["state"] == "scheduled" and ti["next_method"] == "resume", ti
@@ -144,25 +145,21 @@ async def _outage_trial(
     client: httpx.AsyncClient,
     pg: PgCluster,
     queue: str,
-    target: str,
+    target: SlowTarget,
     refused: Refused,
 ) -> Trial:
     # The worker's liveness lapsed during the previous outage; its next heartbeat revives it.
     await stack.wait_worker(queue)
     test_ids = []
+    arrived = target.arrivals
     for _ in range(TESTS_PER_TRIAL):
         response = await client.post(
-            "/api/v2/connections/test", json={"uri": target, "queue": queue, "timeout": 30}
+            "/api/v2/connections/test", json={"uri": target.url, "queue": queue, "timeout": 30}
         )
         assert response.status_code == 202, response.text
         test_ids.append(response.json()["id"])
-
-    async def all_running() -> bool:
-        rows = [(await client.get(f"/api/v2/connections/test/{i}")).json() for i in test_ids]
-        assert all(row["state"] not in ("success", "failed") for row in rows), rows
-        return all(row["state"] == "running" for row in rows)
-
-    await _poll(all_running, 30, "tests running")
+    # Every driver is at the target: what is left to record is its result, due during the outage.
+    await target.wait_arrivals(arrived + TESTS_PER_TRIAL)
     # A timer that fires while the database is away: its event must land afterwards.
     deferred = await client.post(
         "/api/v2/task-instances",
@@ -180,7 +177,7 @@ async def _outage_trial(
     # First the port is closed (connections refused at once), then something holds it that accepts
     # and never answers (a hung server, a stuck proxy): that half is where a request could hang.
     for phase, seconds in (("refused", OUTAGE_SECONDS / 2), ("silent", OUTAGE_SECONDS / 2)):
-        with _silent_listener(pg.port) if phase == "silent" else contextlib.nullcontext():
+        with silent_listener(pg.port) if phase == "silent" else contextlib.nullcontext():
             started = time.monotonic()
             while time.monotonic() - started < seconds:
                 await _probe_everything(stack, client, test_ids[0], queue, refused, phase)
@@ -217,34 +214,6 @@ async def _outage_trial(
     await _poll(landed, 90, "results due during the outage landed")
     trial.landed = time.monotonic() - back_at
     return trial
-
-
-@contextlib.contextmanager
-def _silent_listener(port: int) -> Iterator[None]:
-    """Hold the stopped database's port: accept every connection and never say a word."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(128)
-    listener.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                held.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
 
 
 async def _probe_everything(
@@ -307,6 +276,8 @@ async def _probe_everything(
             response = await client.request(method, path, **kwargs)
         except httpx.TimeoutException:
             pytest.fail(f"{method} {path} hung for {PROBE_TIMEOUT} s while the database was {phase}")
+        except httpx.TransportError as exc:
+            pytest.fail(f"{method} {path}: no answer ({exc!r}) while the database was {phase}")
         refused.latencies.setdefault(phase, []).append(time.monotonic() - started)
         refused.statuses[response.status_code] = refused.statuses.get(response.status_code, 0) + 1
         assert response.status_code == 503, (

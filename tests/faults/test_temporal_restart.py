@@ -15,6 +15,7 @@ from tests.conftest import SEARCH_ATTRIBUTES
 from tests.faults.support import clock, events_applied_once, spread, start_in_flight, wait_finished
 from tests.reliability import record
 from tests.stack import Stack
+from tests.targets import SlowTarget
 from tests.test_triggers import start_triggerer
 
 TRIALS = 2
@@ -72,7 +73,7 @@ def temporal_address(temporal_server: TemporalServer) -> str:
 
 @pytest.mark.slow
 async def test_work_in_flight_survives_a_temporal_restart(
-    make_stack, temporal_server: TemporalServer, slow_http_server: str, tmp_path: Path
+    make_stack, temporal_server: TemporalServer, slow_http_server: SlowTarget, tmp_path: Path
 ) -> None:
     stack: Stack = await make_stack(max_connection_test_concurrency=TESTS)
     queue = await stack.serve_queue()
@@ -83,7 +84,7 @@ async def test_work_in_flight_survives_a_temporal_restart(
         async with stack.client() as client:
             work = await start_in_flight(
                 client,
-                test_uri=slow_http_server,
+                target=slow_http_server,
                 queue=queue,
                 tests=TESTS,
                 trigger_queue=trigger_queue,

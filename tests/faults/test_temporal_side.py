@@ -12,9 +12,10 @@ import pytest
 from airlock.devstack import temporal_binary
 from airlock.workloads import connection_test_workflow_id
 from api.temporal.client import connect
-from tests.faults.support import clock, poll, slow_http, spread, states, wait_running
+from tests.faults.support import clock, poll, spread, states, wait_running
 from tests.reliability import record
 from tests.stack import Stack, wait_terminal
+from tests.targets import slow_http
 from tests.test_triggers import FILE_TRIGGER, defer, start_triggerer, wait_trigger
 
 TRIALS = 3
@@ -51,7 +52,7 @@ async def test_connection_tests_terminated_or_reset_in_temporal_still_end(make_s
         async with stack.client() as client:
 
             async def submit() -> str:
-                r = await client.post("/api/v2/connections/test", json={"uri": target, "queue": queue})
+                r = await client.post("/api/v2/connections/test", json={"uri": target.url, "queue": queue})
                 assert r.status_code == 202, r.text
                 return str(r.json()["id"])
 

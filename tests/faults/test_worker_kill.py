@@ -10,9 +10,10 @@ import signal
 import httpx
 import pytest
 
-from tests.faults.support import alive, clock, descendants, poll, slow_http, spread, states
+from tests.faults.support import alive, clock, descendants, poll, spread
 from tests.reliability import record
 from tests.stack import Stack, unique, wait_terminal
+from tests.targets import SlowTarget, slow_http
 
 TESTS_PER_ROUND = 5
 VICTIMS = 2
@@ -50,23 +51,21 @@ async def test_worker_killed_mid_test_never_leaves_a_test_stuck(make_stack) -> N
 
 
 async def _kill_round(
-    stack: Stack, client: httpx.AsyncClient, target: str, standby: bool, timeout: int, bound: float
+    stack: Stack, client: httpx.AsyncClient, target: SlowTarget, standby: bool, timeout: int, bound: float
 ) -> list[float]:
     queue = unique("kill")
     victims = [stack.start_worker(queue, name=f"victim-{n}") for n in range(VICTIMS)]
     await _registered(client, queue, VICTIMS)
     ids = []
+    arrived = target.arrivals
     for _ in range(TESTS_PER_ROUND):
         r = await client.post(
-            "/api/v2/connections/test", json={"uri": target, "queue": queue, "timeout": timeout}
+            "/api/v2/connections/test", json={"uri": target.url, "queue": queue, "timeout": timeout}
         )
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
-
-    async def running() -> bool:
-        return all(row["state"] == "running" for row in await states(client, "/api/v2/connections/test", ids))
-
-    await poll(running, 60, "tests running")
+    # Killed while the drivers run: every one has reached the target.
+    await target.wait_arrivals(arrived + TESTS_PER_ROUND)
     if standby:
         stack.start_worker(queue, name="standby")
         await _registered(client, queue, VICTIMS + 1)
