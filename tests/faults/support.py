@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from tests.stack import wait_terminal
+from tests.stack import Stack, unique, wait_terminal
 from tests.targets import SlowTarget
-from tests.test_triggers import FILE_TRIGGER, TIMEDELTA_TRIGGER, defer, wait_trigger
+from tests.test_triggers import FILE_TRIGGER, TIMEDELTA_TRIGGER, defer, start_triggerer, wait_trigger
 
 
 def descendants(pid: int) -> set[int]:
@@ -94,30 +94,53 @@ class InFlight:
             flag.write_text("go")
 
 
-async def start_in_flight(
-    client: httpx.AsyncClient,
-    *,
-    target: SlowTarget,
-    queue: str,
-    tests: int,
-    trigger_queue: str,
-    flags: list[Path],
-    timers: int,
-    timer_delta: float,
-) -> InFlight:
-    """Running file triggers (waiting for ``flags``), timers due in ``timer_delta`` s, then running tests."""
-    kwargs = [{"filepath": str(flag), "poll_interval": 0.2} for flag in flags]
-    file_tis = [await defer(client, FILE_TRIGGER, k, queue=trigger_queue) for k in kwargs]
-    timer_tis = [await defer(client, TIMEDELTA_TRIGGER, {"delta": timer_delta}) for _ in range(timers)]
-    await wait_running(client, "/api/v2/triggers", [ti["trigger_id"] for ti in file_tis])
-    # Last, as the tests' target answers a few seconds after they start: their results come due in the fault.
-    test_ids = []
-    arrived = target.arrivals
-    for _ in range(tests):
-        response = await client.post("/api/v2/connections/test", json={"uri": target.url, "queue": queue})
-        test_ids.append(response.json()["id"])
-    await target.wait_arrivals(arrived + tests)
-    return InFlight(test_ids, file_tis + timer_tis, flags)
+@dataclass
+class InFlightRig:
+    """A stack with a worker and a triggerer, and the mix of work each trial puts in flight on it."""
+
+    stack: Stack
+    queue: str
+    trigger_queue: str
+    target: SlowTarget
+    flag_dir: Path
+    tests: int
+    file_triggers: int
+    timers: int
+
+    @classmethod
+    async def serve(
+        cls,
+        make_stack: Callable[..., Awaitable[Stack]],
+        target: SlowTarget,
+        flag_dir: Path,
+        *,
+        tests: int,
+        file_triggers: int,
+        timers: int,
+    ) -> InFlightRig:
+        stack = await make_stack(max_connection_test_concurrency=tests)
+        queue = await stack.serve_queue()
+        trigger_queue = await start_triggerer(stack)
+        return cls(stack, queue, trigger_queue, target, flag_dir, tests, file_triggers, timers)
+
+    async def start(self, client: httpx.AsyncClient, *, timer_delta: float) -> InFlight:
+        """Running file triggers (waiting for their flags), timers due in ``timer_delta`` s, then
+        tests whose drivers are at the target."""
+        flags = [self.flag_dir / unique("flag") for _ in range(self.file_triggers)]
+        kwargs = [{"filepath": str(flag), "poll_interval": 0.2} for flag in flags]
+        file_tis = [await defer(client, FILE_TRIGGER, k, queue=self.trigger_queue) for k in kwargs]
+        timer_tis = [
+            await defer(client, TIMEDELTA_TRIGGER, {"delta": timer_delta}) for _ in range(self.timers)
+        ]
+        await wait_running(client, "/api/v2/triggers", [ti["trigger_id"] for ti in file_tis])
+        # Last, as the target answers a few seconds after the tests start: their results come due in the fault.
+        test_ids = []
+        arrived = self.target.arrivals
+        for _ in range(self.tests):
+            body = {"uri": self.target.url, "queue": self.queue}
+            test_ids.append((await client.post("/api/v2/connections/test", json=body)).json()["id"])
+        await self.target.wait_arrivals(arrived + self.tests)
+        return InFlight(test_ids, file_tis + timer_tis, flags)
 
 
 async def wait_finished(client: httpx.AsyncClient, work: InFlight, timeout: float) -> None:

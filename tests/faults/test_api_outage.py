@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import clock, events_applied_once, spread, start_in_flight, wait_finished
+from tests.faults.support import InFlightRig, clock, events_applied_once, spread, wait_finished
 from tests.reliability import record
-from tests.stack import Stack
 from tests.targets import SlowTarget
-from tests.test_triggers import start_triggerer
 
 TRIALS = 2
 OUTAGE = 30.0
@@ -23,24 +21,15 @@ TESTS, FILE_TRIGGERS, TIMERS = 6, 20, 10
 async def test_results_and_events_due_during_an_api_outage_land_once(
     make_stack, slow_http_server: SlowTarget, tmp_path: Path
 ) -> None:
-    stack: Stack = await make_stack(max_connection_test_concurrency=TESTS)
-    queue = await stack.serve_queue()
-    trigger_queue = await start_triggerer(stack)
+    rig = await InFlightRig.serve(
+        make_stack, slow_http_server, tmp_path, tests=TESTS, file_triggers=FILE_TRIGGERS, timers=TIMERS
+    )
+    stack = rig.stack
     catch_up: list[float] = []
-    for trial in range(TRIALS):
-        flags = [tmp_path / f"flag-{trial}-{n}" for n in range(FILE_TRIGGERS)]
+    for _ in range(TRIALS):
         async with stack.client() as client:
             # The timers come due in the middle of the outage, with no control worker to record them.
-            work = await start_in_flight(
-                client,
-                target=slow_http_server,
-                queue=queue,
-                tests=TESTS,
-                trigger_queue=trigger_queue,
-                flags=flags,
-                timers=TIMERS,
-                timer_delta=12,
-            )
+            work = await rig.start(client, timer_delta=12)
         await stack.api.stop()
         work.fire_files()  # the events fire now, while nobody can record them
         await asyncio.sleep(OUTAGE)  # the HTTP drivers answered at ~4 s, the timers fired at ~12 s

@@ -12,11 +12,9 @@ import pytest
 
 from airlock.devstack import free_port, temporal_command, wait_for_port
 from tests.conftest import SEARCH_ATTRIBUTES
-from tests.faults.support import clock, events_applied_once, spread, start_in_flight, wait_finished
+from tests.faults.support import InFlightRig, clock, events_applied_once, spread, wait_finished
 from tests.reliability import record
-from tests.stack import Stack
 from tests.targets import SlowTarget
-from tests.test_triggers import start_triggerer
 
 TRIALS = 2
 DOWN = 5.0
@@ -75,23 +73,14 @@ def temporal_address(temporal_server: TemporalServer) -> str:
 async def test_work_in_flight_survives_a_temporal_restart(
     make_stack, temporal_server: TemporalServer, slow_http_server: SlowTarget, tmp_path: Path
 ) -> None:
-    stack: Stack = await make_stack(max_connection_test_concurrency=TESTS)
-    queue = await stack.serve_queue()
-    trigger_queue = await start_triggerer(stack)
+    rig = await InFlightRig.serve(
+        make_stack, slow_http_server, tmp_path, tests=TESTS, file_triggers=FILE_TRIGGERS, timers=TIMERS
+    )
+    stack = rig.stack
     finish: list[float] = []
-    for trial in range(TRIALS):
-        flags = [tmp_path / f"flag-{trial}-{n}" for n in range(FILE_TRIGGERS)]
+    for _ in range(TRIALS):
         async with stack.client() as client:
-            work = await start_in_flight(
-                client,
-                target=slow_http_server,
-                queue=queue,
-                tests=TESTS,
-                trigger_queue=trigger_queue,
-                flags=flags,
-                timers=TIMERS,
-                timer_delta=3,
-            )
+            work = await rig.start(client, timer_delta=3)
             temporal_server.stop()
             work.fire_files()
             await asyncio.sleep(DOWN)  # drivers answer and timers come due while Temporal is away
