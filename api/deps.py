@@ -36,4 +36,6 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit runs before the response is sent, so a 2xx means stored and a failed
+# commit reaches the client as an error (with the default scope FastAPI sends the answer first).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -166,12 +166,14 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
 async def test_one_active_test_per_connection(stack) -> None:
     queue = await stack.serve_queue()
     async with stack.client() as client:
-        await client.post(
+        created = await client.post(
             "/api/v2/connections",
             json={"connection_id": "svc", "conn_type": "tcp", "host": "127.0.0.1", "port": stack.api.port},
         )
+        # A 201 means stored: the next request, at once, finds the connection.
+        assert created.status_code == 201, created.text
         first = await client.post("/api/v2/connections/test", json={"connection_id": "svc", "queue": queue})
-        assert first.status_code == 202
+        assert first.status_code == 202, first.text
         second = await client.post("/api/v2/connections/test", json={"connection_id": "svc", "queue": queue})
         assert second.status_code == 409
         assert first.json()["id"] in second.json()["detail"]

@@ -77,7 +77,7 @@ async def test_a_leak_in_a_response_is_found(make_stack) -> None:
         token = ti.json()["execution_token"]
         client.headers[PLANTED_HEADER] = "1"  # planted on purpose: not the session scan's business
         echoed = {"connection_id": unique("c"), "conn_type": "tcp", "description": token}
-        await client.post("/api/v2/connections", json=echoed)
+        assert (await client.post("/api/v2/connections", json=echoed)).status_code == 201
     by_place = {(f.where.split(" in ")[0], f.what) for f in scanner.findings}
     assert by_place == {
         ("response POST /api/v2/connections -> 201", "password #1"),

@@ -308,7 +308,7 @@ async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_s
         conn.execute(text(f"create table {table} (done int)"))
     try:
         async with stack.client() as client:
-            await client.post(
+            created = await client.post(
                 "/api/v2/connections",
                 json={
                     "connection_id": "warehouse",
@@ -319,6 +319,7 @@ async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_s
                     "schema": "test",
                 },
             )
+            assert created.status_code == 201, created.text
             ti = await defer(
                 client,
                 "activities.triggers.sql.SqlTrigger",
@@ -328,9 +329,10 @@ async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_s
             await asyncio.sleep(1)
             assert (await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json()["state"] == "running"
             # The trigger's token reaches the connection its kwargs name, and no other.
-            await client.post(
+            payroll = await client.post(
                 "/api/v2/connections", json={"connection_id": "payroll", "conn_type": "postgres"}
             )
+            assert payroll.status_code == 201, payroll.text
             token = mint_trigger_token(stack.settings, ti["trigger_id"], 60)
             headers = {"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: "2026-12-01"}
             async with httpx.AsyncClient(

@@ -1,0 +1,165 @@
+"""DESIGN.md invariant 9: a success answer means stored. The commit itself is made to fail, with a
+PostgreSQL constraint trigger deferred to commit time, so a route that answered before committing
+would hand out a 2xx for a write that never landed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
+from api.core.security import mint_trigger_token, mint_worker_token, mint_workload_token
+from api.db.session import sync_url
+from tests.stack import Stack, unique
+
+POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+class CommitFailures:
+    """Constraint triggers checked at COMMIT: each one fails the first ``times`` commits that write a
+    matching row, then lets them through. The counter is a sequence, which a rollback does not undo."""
+
+    def __init__(self, database_url: str) -> None:
+        self._engine = create_engine(sync_url(database_url), isolation_level="AUTOCOMMIT")
+
+    def arm(self, name: str, table: str, event: str, when: str, times: int = 1_000_000) -> None:
+        with self._engine.connect() as db:
+            db.execute(text(f"CREATE SEQUENCE {name}_seq"))
+            db.execute(
+                text(
+                    f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                      IF nextval('{name}_seq') <= {times} THEN
+                        RAISE EXCEPTION 'injected failure at commit ({name})';
+                      END IF;
+                      RETURN NULL;
+                    END $$"""
+                )
+            )
+            db.execute(
+                text(
+                    f"CREATE CONSTRAINT TRIGGER {name} AFTER {event} ON {table} "
+                    f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {name}()"
+                )
+            )
+
+    def failures(self, name: str) -> int:
+        with self._engine.connect() as db:
+            return int(db.execute(text(f"SELECT last_value FROM {name}_seq")).scalar_one())
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+@pytest.fixture
+def commit_failures(database_url: str) -> Iterator[CommitFailures]:
+    failures = CommitFailures(database_url)
+    yield failures
+    failures.close()
+
+
+def _execution(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION}
+
+
+@POSTGRES
+async def test_public_create_whose_commit_fails_is_not_a_2xx(make_stack, commit_failures) -> None:
+    stack: Stack = await make_stack()
+    commit_failures.arm("fail_connection", "connection", "INSERT", "NEW.connection_id = 'fails-at-commit'")
+    async with stack.client() as client:
+        refused = await client.post(
+            "/api/v2/connections", json={"connection_id": "fails-at-commit", "conn_type": "tcp"}
+        )
+        assert refused.status_code == 503, refused.text
+        assert "injected" not in refused.text  # the database's own words stay in the server's log
+        assert (await client.get("/api/v2/connections/fails-at-commit")).status_code == 404
+        # Every other write answers once stored: read back at once, on the same connection.
+        created = await client.post("/api/v2/connections", json={"connection_id": "lands", "conn_type": "tcp"})
+        assert created.status_code == 201, created.text
+        assert (await client.get("/api/v2/connections/lands")).status_code == 200
+        assert (await client.delete("/api/v2/connections/lands")).status_code == 204
+        assert (await client.get("/api/v2/connections/lands")).status_code == 404
+    assert commit_failures.failures("fail_connection") == 1
+
+
+@POSTGRES
+async def test_test_state_patch_whose_commit_fails_is_retried_and_lands_once(
+    make_stack, commit_failures
+) -> None:
+    stack: Stack = await make_stack(connection_test_dispatch_timeout=120)
+    queue = unique("nobody-polls")
+    async with stack.client() as client:
+        # A live job on the queue lets the test be queued; no Temporal worker polls it, so the test
+        # waits for a worker that never comes while this test plays the worker's part.
+        worker = _execution(mint_worker_token(stack.settings, "commit-test"))
+        job = await client.post(
+            "/execution/jobs", headers=worker, json={"hostname": "h", "queues": [queue], "conn_types": ["tcp"]}
+        )
+        assert job.status_code == 201, job.text
+        submitted = await client.post("/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue})
+        assert submitted.status_code == 202, submitted.text
+        test_id = submitted.json()["id"]
+        commit_failures.arm("fail_running", "connection_test", "UPDATE", "NEW.state = 'running'", times=1)
+        commit_failures.arm("fail_result", "connection_test", "UPDATE", "NEW.state = 'success'", times=1)
+        token = _execution(mint_workload_token(stack.settings, test_id, 300))
+        path = f"/execution/connection-tests/{test_id}/state"
+        running = {"state": "running", "worker": "w1"}
+        assert (await client.patch(path, headers=token, json=running)).status_code == 503
+        assert (await client.get(f"/api/v2/connections/test/{test_id}")).json()["worker"] is None
+        assert (await client.patch(path, headers=token, json=running)).status_code == 204
+        assert (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] == "running"
+
+        result = {"state": "success", "result_message": "ok", "worker": "w1"}
+        assert (await client.patch(path, headers=token, json=result)).status_code == 503
+        assert (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] == "running"
+        assert (await client.patch(path, headers=token, json=result)).status_code == 204
+        stored = (await client.get(f"/api/v2/connections/test/{test_id}")).json()
+        assert (stored["state"], stored["result_message"]) == ("success", "ok")
+        # Terminal is final: the same report again is refused, not applied twice.
+        assert (await client.patch(path, headers=token, json=result)).status_code == 409
+    assert commit_failures.failures("fail_result") == 2
+
+
+@POSTGRES
+async def test_trigger_event_whose_commit_fails_is_retried_and_applied_once(
+    make_stack, commit_failures
+) -> None:
+    stack: Stack = await make_stack()
+    async with stack.client() as client:
+        deferred = await client.post(
+            "/api/v2/task-instances",
+            json={
+                "dag_id": "dag",
+                "run_id": unique("run"),
+                "task_id": "wait",
+                "defer": {
+                    "classpath": "activities.triggers.file.FileTrigger",
+                    "kwargs": {"filepath": "/nonexistent/commit-test"},
+                    "queue": unique("nobody"),
+                    "next_method": "resume",
+                    "next_kwargs": {"kept": 1},
+                },
+            },
+        )
+        assert deferred.status_code == 201, deferred.text
+        ti = deferred.json()
+        commit_failures.arm("fail_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=1)
+        token = _execution(mint_trigger_token(stack.settings, ti["trigger_id"], 300))
+        event: dict[str, Any] = {"event_type": "event", "payload": '{"__airlock_serde__": 1, "value": 7}'}
+        path = f"/execution/triggers/{ti['trigger_id']}/event"
+        assert (await client.post(path, headers=token, json=event)).status_code == 503
+        waiting = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+        assert waiting["state"] == "deferred" and waiting["next_kwargs"] == json.dumps({"kept": 1})
+        # The worker retries a 5xx: the event lands, once, however often it is repeated.
+        for _ in range(3):
+            assert (await client.post(path, headers=token, json=event)).status_code == 204
+        resumed = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+        trigger = (await client.get(f"/api/v2/triggers/{ti['trigger_id']}")).json()
+    assert resumed["state"] == "scheduled"
+    assert json.loads(resumed["next_kwargs"]) == {"event": {"__airlock_serde__": 1, "value": 7}, "kept": 1}
+    assert trigger["state"] == "fired"
+    assert commit_failures.failures("fail_event") == 2
