@@ -7,12 +7,17 @@ import time
 import httpx
 from temporalio import activity
 
-from activities.testers import scrub, tester_modules
-from airlock.states import ConnectionTestState
+from activities.api_errors import reported_to_temporal
+from activities.testers import available_conn_types, tester_modules
+from airlock.execution import ConnectionTestStatePatch
+from airlock.protocol import CONNECTION_TEST_ACTIVITY
+from airlock.secrets import scrub
 from airlock.version import LATEST_EXECUTION_API_VERSION
-from airlock.workloads import CONNECTION_TEST_ACTIVITY, ConnectionTestOutcome, RunConnectionTestInput
+from airlock.workloads import ConnectionTestOutcome, RunConnectionTestInput
 from worker.client import ExecutionAPIClient
+from worker.config import WorkerSettings
 from worker.isolation import ForkServer
+from worker.role import Role
 
 CHILD_TARGET = "activities.testers.child:run"
 # How long the test waits for the Execution API to come back before it gives up.
@@ -52,9 +57,11 @@ class ConnectionTestActivities:
             retry_for=API_OUTAGE_TOLERANCE,
             on_retry=activity.heartbeat,
         )
-        async with api:
-            await api.set_test_state(workload.test_id, ConnectionTestState.RUNNING, worker=self._identity)
-            fields = await api.get_test_connection(workload.test_id)
+        with reported_to_temporal():
+            async with api:
+                running = ConnectionTestStatePatch(state="running", worker=self._identity)
+                await api.connection_tests.set_state(workload.test_id, running)
+                fields = await api.connection_tests.get_connection(workload.test_id)
         if fields.conn_type not in self._conn_types:
             return self._outcome(
                 False,
@@ -81,3 +88,17 @@ class ConnectionTestActivities:
 
     def _outcome(self, ok: bool, message: str) -> ConnectionTestOutcome:
         return ConnectionTestOutcome(ok=ok, message=message, worker=self._identity)
+
+
+def connection_test_role(settings: WorkerSettings, identity: str) -> Role:
+    """The ``worker`` role: connection tests of the conn_types whose testers load here."""
+    conn_types = available_conn_types()
+    tests = ConnectionTestActivities(
+        api_url=settings.api_url,
+        identity=identity,
+        conn_types=conn_types,
+        heartbeat_interval=settings.activity_heartbeat_interval,
+        api_version=settings.execution_api_version,
+    )
+    tests.start()
+    return Role("worker", [tests.run_connection_test], settings.max_concurrent_tests, conn_types)

@@ -20,13 +20,31 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.testers import MIN_SECRET_CHARS, connection_secrets, kwargs_secrets, scrub
-from activities.triggers import BaseTrigger, TriggerNotAllowed, load_trigger_class, trigger_entry_points
+from activities.api_errors import reported_to_temporal
+from activities.triggers import TriggerNotAllowed, load_trigger_class
 from airlock.connection import ConnectionFields
+from airlock.execution import (
+    MAX_ERROR_CHARS,
+    MAX_LOG_LINES,
+    MAX_LOG_MESSAGE_CHARS,
+    MAX_TRACEBACK_CHARS,
+    LogLine,
+    TriggerClaim,
+    TriggerEventBody,
+    TriggerFailureBody,
+    TriggerLogBatch,
+)
+from airlock.plugins import trigger_entry_points
+from airlock.protocol import RUN_TRIGGER_ACTIVITY, TRIGGER_FAILED_ERROR, TRIGGER_NOT_ALLOWED_ERROR
+from airlock.sdk.triggers import BaseTrigger
+from airlock.secrets import connection_secrets, scrub, sensitive_values
 from airlock.serde import serialize
 from airlock.states import TriggerState
-from airlock.workloads import RUN_TRIGGER_ACTIVITY, TRIGGER_FAILED_ERROR, RunTriggerInput
-from worker.client import ExecutionAPIClient
+from airlock.triggers import builtin_classpaths
+from airlock.workloads import RunTriggerInput
+from worker.client import ExecutionAPIClient, ExecutionAPIError
+from worker.config import WorkerSettings
+from worker.role import Role
 
 # How long a triggerer keeps retrying the API (down for a deploy, say) before Temporal retries the run.
 API_OUTAGE_TOLERANCE = 120.0
@@ -35,7 +53,7 @@ CONTROL_CALLS = 64
 LOG_CALLS = 8
 MAX_LOG_BUFFER = 5000
 
-_current_buffer: contextvars.ContextVar[list[dict[str, str]] | None] = contextvars.ContextVar(
+_current_buffer: contextvars.ContextVar[list[LogLine] | None] = contextvars.ContextVar(
     "trigger_log_buffer", default=None
 )
 # The running trigger's secrets: no log line, error or traceback of its task may show them.
@@ -71,12 +89,14 @@ class _TriggerLogHandler(logging.Handler):
         buffer = _current_buffer.get()
         if buffer is None or len(buffer) >= MAX_LOG_BUFFER or record.name.startswith(_RUNNER_LOGGERS):
             return
+        # The API stores text: no NUL bytes, no lone surrogates.
+        message = self.format(record)[:MAX_LOG_MESSAGE_CHARS].replace("\x00", "\\x00")
         buffer.append(
-            {
-                "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
-                "level": record.levelname,
-                "message": self.format(record)[:10_000],
-            }
+            LogLine(
+                timestamp=datetime.fromtimestamp(record.created, UTC),
+                level=record.levelname[:10],
+                message=message.encode("utf-8", "backslashreplace").decode("utf-8"),
+            )
         )
 
 
@@ -87,15 +107,14 @@ class _Context:
         self.log = log
 
     async def get_connection(self, conn_id: str) -> ConnectionFields:
-        conn = await self._api.get_trigger_connection(self._trigger_id, conn_id)
+        conn = await self._api.triggers.get_connection(self._trigger_id, conn_id)
         # What the trigger now holds is scrubbed from its logs and errors, as its kwargs' secrets are.
         _add_secrets(connection_secrets(conn))
         return conn
 
 
 def _add_secrets(secrets: Sequence[str]) -> None:
-    known = {*_current_secrets.get(), *(s for s in secrets if len(s) >= MIN_SECRET_CHARS)}
-    _current_secrets.set(tuple(sorted(known, key=len, reverse=True)))
+    _current_secrets.set(tuple({*_current_secrets.get(), *secrets}))
 
 
 class TriggerActivities:
@@ -105,7 +124,7 @@ class TriggerActivities:
         self._api_url = api_url
         self._identity = identity
         # Installed plugins' registered trigger classes are allowed along with the configured patterns.
-        self._allowlist = (*allowlist, *trigger_entry_points().values())
+        self._allowlist = (*allowlist, *trigger_entry_points().values(), *builtin_classpaths())
         self._heartbeat_interval = heartbeat_interval
         # Claims, events and failures never queue behind log shipping: two pools, each with a limiter
         # no larger than its connection count.
@@ -141,22 +160,22 @@ class TriggerActivities:
         logs_api = ExecutionAPIClient(
             self._api_url, workload.token, transport=self._log_transport, limiter=self._log_limiter
         )
-        buffer: list[dict[str, str]] = []
+        buffer: list[LogLine] = []
         _current_buffer.set(buffer)
         beating = asyncio.create_task(self._beat())
         shipping = asyncio.create_task(self._ship_logs(logs_api, workload.trigger_id, buffer))
         trigger: BaseTrigger | None = None
         try:
-            claimed = await api.claim_trigger(
-                workload.trigger_id, job_id=self.job_id, triggerer=self._identity
-            )
-            _current_secrets.set(kwargs_secrets(claimed["kwargs"]))
-            trigger = self._build(claimed["classpath"], claimed["kwargs"])
-            trigger.context = _Context(api, workload.trigger_id, trigger.log)
-            trigger.log.info("running %s on %s", claimed["classpath"], self._identity)
-            # Its logs are shipped before its end is reported: a finished trigger's log is complete.
-            flush = functools.partial(self._flush, logs_api, workload.trigger_id, buffer)
-            return await self._first_event(api, workload.trigger_id, trigger, flush)
+            with reported_to_temporal():
+                claim = TriggerClaim(job_id=self.job_id, triggerer=self._identity)
+                claimed = await api.triggers.claim(workload.trigger_id, claim)
+                _current_secrets.set(tuple(sensitive_values(claimed.kwargs)))
+                trigger = self._build(claimed.classpath, claimed.kwargs)
+                trigger.context = _Context(api, workload.trigger_id, trigger.log)
+                trigger.log.info("running %s on %s", claimed.classpath, self._identity)
+                # Its logs are shipped before its end is reported: a finished trigger's log is complete.
+                flush = functools.partial(self._flush, logs_api, workload.trigger_id, buffer)
+                return await self._first_event(api, workload.trigger_id, trigger, flush)
         finally:
             if trigger is not None:
                 with contextlib.suppress(Exception):
@@ -170,7 +189,7 @@ class TriggerActivities:
         try:
             return load_trigger_class(classpath, self._allowlist)(**kwargs)
         except TriggerNotAllowed as exc:
-            raise ApplicationError(str(exc), type="TriggerNotAllowed", non_retryable=True) from None
+            raise ApplicationError(str(exc), type=TRIGGER_NOT_ALLOWED_ERROR, non_retryable=True) from None
         except (ImportError, TypeError, ValueError) as exc:
             # A validation message may quote the value it rejects: a URL with its password, say.
             message = f"cannot build trigger {classpath}: {type(exc).__name__}: {exc}"
@@ -190,12 +209,15 @@ class TriggerActivities:
         try:
             async for event in trigger.run():
                 trigger.log.info("fired: %s", event.event_type)
-                payload = serialize(event.payload)
+                body = TriggerEventBody.model_validate(
+                    {"event_type": event.event_type, "payload": serialize(event.payload)}
+                )
                 await _quietly(flush_logs)
-                await api.post_trigger_event(trigger_id, event_type=event.event_type, payload=payload)
+                await api.triggers.post_event(trigger_id, body)
                 return TriggerState.FIRED
             raise RuntimeError("the trigger's run() ended without an event")
-        except (asyncio.CancelledError, ApplicationError):
+        # The API's answers (a refusal, an outage) are not the trigger's own failure.
+        except (asyncio.CancelledError, ApplicationError, ExecutionAPIError):
             raise
         except Exception as exc:
             # The trigger itself raised: report it with the traceback, and do not retry it elsewhere.
@@ -205,7 +227,10 @@ class TriggerActivities:
             error = scrub(f"{type(exc).__name__}: {exc}", *secrets)
             stack = scrub(traceback.format_exc(), *secrets)
             await _quietly(flush_logs)
-            await api.post_trigger_failure(trigger_id, error=error, traceback=stack)
+            failure = TriggerFailureBody(
+                error=error[:MAX_ERROR_CHARS], traceback=stack[-MAX_TRACEBACK_CHARS:]
+            )
+            await api.triggers.post_failure(trigger_id, failure)
             raise ApplicationError(error, type=TRIGGER_FAILED_ERROR, non_retryable=True) from None
 
     async def _beat(self) -> None:
@@ -213,25 +238,41 @@ class TriggerActivities:
             activity.heartbeat()
             await asyncio.sleep(self._heartbeat_interval)
 
-    async def _ship_logs(
-        self, api: ExecutionAPIClient, trigger_id: str, buffer: list[dict[str, str]]
-    ) -> None:
+    async def _ship_logs(self, api: ExecutionAPIClient, trigger_id: str, buffer: list[LogLine]) -> None:
         # Jittered, so that a thousand triggers started together do not ship together.
         await asyncio.sleep(random.uniform(0, LOG_FLUSH_SECONDS))
         while True:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
-            with contextlib.suppress(ApplicationError):
-                await self._flush(api, trigger_id, buffer)
+            await _quietly(functools.partial(self._flush, api, trigger_id, buffer))
 
-    async def _flush(self, api: ExecutionAPIClient, trigger_id: str, buffer: list[dict[str, str]]) -> None:
+    async def _flush(self, api: ExecutionAPIClient, trigger_id: str, buffer: list[LogLine]) -> None:
         # Ship what is there now; lines logged meanwhile wait for the next flush.
-        for _ in range(-(-len(buffer) // 1000)):
-            batch = buffer[:1000]
-            await api.post_trigger_logs(trigger_id, job_id=self.job_id, triggerer=self._identity, lines=batch)
+        for _ in range(-(-len(buffer) // MAX_LOG_LINES)):
+            batch = buffer[:MAX_LOG_LINES]
+            lines = TriggerLogBatch(job_id=self.job_id, triggerer=self._identity, lines=batch)
+            await api.triggers.post_logs(trigger_id, lines)
             del buffer[: len(batch)]
+
+
+def triggerer_role(settings: WorkerSettings, identity: str) -> Role:
+    """The ``triggerer`` role: up to ``capacity`` triggers at once, each a long, heartbeating activity."""
+    triggers = TriggerActivities(
+        api_url=settings.api_url, identity=identity, allowlist=settings.trigger_allowlist
+    )
+
+    def note_job(job_id: str) -> None:
+        triggers.job_id = job_id
+
+    return Role(
+        "triggerer",
+        [triggers.run_trigger],
+        settings.capacity,
+        on_registered=note_job,
+        announce_capacity=True,
+    )
 
 
 async def _quietly(ship: Callable[[], Awaitable[None]]) -> None:
     # Logs are best effort: an API that refuses them must not stop the event.
-    with contextlib.suppress(ApplicationError):
+    with contextlib.suppress(ExecutionAPIError):
         await ship()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from airlock.validation import Text, check_json
 
@@ -23,37 +23,42 @@ def check_extra(extra: dict[str, Any], name: str = "extra") -> dict[str, Any]:
     return checked
 
 
-class ConnectionFields(BaseModel):
-    """The fields a tester needs. ``schema`` is Airflow's name; pydantic reserves it, hence the alias."""
+# Each connection field's limits, declared once for every model that carries the field.
+ConnType = Annotated[str, Field(pattern=CONN_TYPE_PATTERN)]
+Extra = Annotated[dict[str, Any], AfterValidator(check_extra)]
+Description = Annotated[Text, Field(max_length=5000)]
+
+
+class ConnectionLocation(BaseModel):
+    """Where to connect and as whom, each part optional: the base of every connection model.
+
+    ``schema`` is Airflow's name; pydantic reserves it, hence the alias.
+    """
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
-    conn_type: str = Field(pattern=CONN_TYPE_PATTERN)
     host: Text | None = Field(None, max_length=500)
     port: int | None = Field(None, ge=0, le=65535)
     login: Text | None = Field(None, max_length=500)
-    # Out of repr() and str(): a logged or raised ConnectionFields must not show a credential.
-    password: Text | None = Field(None, max_length=5000, repr=False)
     schema_: Text | None = Field(None, alias="schema", max_length=500)
-    extra: dict[str, Any] = Field(default_factory=dict, repr=False)
 
-    _check_extra = field_validator("extra")(check_extra)
+
+class ConnectionParts(ConnectionLocation):
+    """The location and the password: what a client may send, each part optional."""
+
+    # Out of repr() and str(): a logged or raised model must not show a credential.
+    password: Text | None = Field(None, max_length=5000, repr=False)
+
+
+class ConnectionFields(ConnectionParts):
+    """The fields a tester needs. ``schema`` is Airflow's name; pydantic reserves it, hence the alias."""
+
+    conn_type: ConnType
+    extra: Extra = Field(default_factory=dict, repr=False)
 
     @classmethod
     def from_uri(cls, uri: str) -> ConnectionFields:
         return cls.model_validate(parse_uri(uri))
-
-    def to_uri(self, *, hide_password: bool = True) -> str:
-        auth = ""
-        if self.login or self.password:
-            auth = quote(self.login or "", safe="")
-            if self.password:
-                auth += ":" + ("***" if hide_password else quote(self.password, safe=""))
-            auth += "@"
-        host = self.host or ""
-        port = f":{self.port}" if self.port is not None else ""
-        path = f"/{quote(self.schema_, safe='/')}" if self.schema_ else ""
-        return f"{self.conn_type.replace('_', '-')}://{auth}{host}{port}{path}"
 
 
 class InvalidURI(ValueError):

@@ -37,7 +37,10 @@ def run_dev(config_path: Path) -> int:
         nonlocal stop
         stop = True
 
+    # Ctrl-C reaches every process of the stack at once (one process group): the ones that exit
+    # because of it are stopping, not failing.
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         start("temporal", temporal_command(temporal, dev.codec_token), env)
         wait_for_port(temporal.get("ip", "127.0.0.1"), int(temporal.get("port", 7233)))
@@ -84,15 +87,14 @@ def run_dev(config_path: Path) -> int:
             flush=True,
         )
         while not stop:
-            for proc in procs:
-                if proc.poll() is not None:
-                    print(f"a process of the stack exited with status {proc.returncode}; see {logs}/")
-                    return 2
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+            exited = next((p for p in procs if p.poll() is not None), None)
+            if exited is not None and not stop:
+                print(f"a process of the stack exited with status {exited.returncode}; see {logs}/")
+                return 2
     finally:
         _stop_all(procs)
+    print("Airlock stopped.")
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from cryptography.fernet import Fernet
 
-from worker.codec import generate_key
+from airlock.codec import generate_key
 
 DEFAULT_CONFIG = Path("temporal-dev.yaml")
 

@@ -1,4 +1,8 @@
+"""The states of tests, triggers and task instances, as stored and shown."""
+
 from enum import StrEnum
+
+from airlock.protocol import TASK_FAILED, TASK_SKIPPED, TASK_SUCCESS
 
 
 class ConnectionTestState(StrEnum):
@@ -41,10 +45,9 @@ class TaskInstanceState(StrEnum):
     SKIPPED = "skipped"
 
 
-# Event types on the wire: a plain event resumes the task; the others end it directly.
-EVENT = "event"
-TERMINAL_EVENT_STATES = {
-    "task_success": TaskInstanceState.SUCCESS,
-    "task_failed": TaskInstanceState.FAILED,
-    "task_skipped": TaskInstanceState.SKIPPED,
+# The state a terminal event puts its task instance in, without resuming it.
+TERMINAL_EVENT_STATES: dict[str, TaskInstanceState] = {
+    TASK_SUCCESS: TaskInstanceState.SUCCESS,
+    TASK_FAILED: TaskInstanceState.FAILED,
+    TASK_SKIPPED: TaskInstanceState.SKIPPED,
 }

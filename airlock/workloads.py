@@ -1,25 +1,12 @@
 """Workflow and activity inputs and outputs: plain dataclasses that carry ids, never credentials.
 
 The one exception is the workload token handed to a worker's activity: it is short-lived, scoped to a
-single test, and every payload is encrypted by the payload codec before it reaches Temporal.
+single test or trigger, and every payload is encrypted by the payload codec before it reaches Temporal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-CONNECTION_TEST_ACTIVITY = "run_connection_test"
-MARK_QUEUED_ACTIVITY = "mark_connection_test_queued"
-RECORD_RESULT_ACTIVITY = "record_connection_test_result"
-
-
-def slots_workflow_id(control_queue: str) -> str:
-    """One semaphore per deployment, named after its control queue."""
-    return f"{control_queue}-connection-test-slots"
-
-
-def connection_test_workflow_id(test_id: str) -> str:
-    return f"connection-test-{test_id}"
 
 
 @dataclass
@@ -47,17 +34,19 @@ class RunConnectionTestInput:
 
 @dataclass
 class ConnectionTestOutcome:
+    """How a test ended: the worker's answer, or the workflow's reason when no answer came."""
+
     ok: bool
     message: str
     worker: str | None = None
 
 
 @dataclass
-class ConnectionTestResult:
+class ConnectionTestRecord:
+    """What the control queue writes: a test's outcome."""
+
     test_id: str
-    ok: bool
-    message: str
-    worker: str | None = None
+    outcome: ConnectionTestOutcome
 
 
 @dataclass
@@ -78,17 +67,6 @@ class SlotsState:
     capacity: int
     holders: list[SlotHolder]
     waiters: list[SlotRequest]
-
-
-RUN_TRIGGER_ACTIVITY = "run_trigger"
-DISPATCH_TRIGGER_ACTIVITY = "dispatch_trigger"
-RECORD_TIMER_FIRED_ACTIVITY = "record_timer_fired"
-END_TRIGGER_ACTIVITY = "end_trigger"
-TRIGGER_FAILED_ERROR = "TriggerFailed"
-
-
-def trigger_workflow_id(trigger_id: str) -> str:
-    return f"trigger-{trigger_id}"
 
 
 @dataclass

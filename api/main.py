@@ -22,7 +22,7 @@ from api.execution.app import create_execution_app
 from api.public.routes import router as public_router
 from api.temporal.client import connect, ensure_search_attributes
 from api.temporal.control import ControlActivities, TriggerControlActivities, control_worker
-from api.temporal.reaper import ConnectionTestReaper
+from api.temporal.reaper import ConnectionTestReaper, TriggerReaper
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             trigger_activities = TriggerControlActivities(settings, runtime.sessions)
             worker = control_worker(runtime.temporal, settings, activities, trigger_activities)
             background.append(asyncio.create_task(worker.run()))
-            reaper = ConnectionTestReaper(runtime.temporal, settings, runtime.sessions, runtime.box)
-            background.append(asyncio.create_task(reaper.run_forever()))
+            reapers = (
+                ConnectionTestReaper(runtime.temporal, settings, runtime.sessions, runtime.box),
+                TriggerReaper(runtime.temporal, settings, runtime.sessions),
+            )
+            background += [asyncio.create_task(reaper.run_forever()) for reaper in reapers]
         try:
             yield
         finally:

@@ -66,8 +66,8 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from airlock.devstack import ensure_secrets, free_port
+from airlock.triggers import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from api.db.migrate import upgrade
 from bench.connection_tests import _count, _phase, _print_logs, machine_info, start_temporal
 from bench.timer_floor import TimerFloorWorkflow, timer_floor_record

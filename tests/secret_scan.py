@@ -44,8 +44,8 @@ from temporalio.api.history.v1 import History
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
 
-from activities.triggers import BaseTrigger, TriggerEvent
-from worker.codec import ENCODING, make_codec
+from airlock.codec import ENCODING, make_codec
+from airlock.sdk import BaseTrigger, TriggerEvent
 
 # Built from parts so that no source line (shown in a traceback, say) contains the marker itself.
 MARKER = "Zq" + "SeCrEt" + "x7W"

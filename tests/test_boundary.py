@@ -18,8 +18,11 @@ def test_worker_process_imports_no_database_layer() -> None:
     """Import everything a worker runs in a clean interpreter and inspect sys.modules."""
     script = (
         "import json, sys\n"
-        "import worker.main, worker.config, worker.client, worker.liveness, worker.isolation\n"
-        "import activities.connection_test, activities.testers.child\n"
+        "import worker.main, worker.config, worker.client, worker.liveness, worker.isolation, worker.cli\n"
+        "import activities.connection_test, activities.trigger_run, activities.testers.child\n"
+        "import airlock.cli, airlock.sdk, airlock.triggers\n"
+        "from airlock.plugins import load_worker_role\n"
+        "load_worker_role('worker'), load_worker_role('triggerer')\n"
         "import workflows.connection_test, workflows.slots\n"
         "from activities.testers import available_conn_types, load_tester\n"
         "for name in available_conn_types(): load_tester(name)\n"

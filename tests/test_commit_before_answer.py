@@ -78,7 +78,9 @@ async def test_public_create_whose_commit_fails_is_not_a_2xx(make_stack, commit_
         assert "injected" not in refused.text  # the database's own words stay in the server's log
         assert (await client.get("/api/v2/connections/fails-at-commit")).status_code == 404
         # Every other write answers once stored: read back at once, on the same connection.
-        created = await client.post("/api/v2/connections", json={"connection_id": "lands", "conn_type": "tcp"})
+        created = await client.post(
+            "/api/v2/connections", json={"connection_id": "lands", "conn_type": "tcp"}
+        )
         assert created.status_code == 201, created.text
         assert (await client.get("/api/v2/connections/lands")).status_code == 200
         assert (await client.delete("/api/v2/connections/lands")).status_code == 204
@@ -97,10 +99,14 @@ async def test_test_state_patch_whose_commit_fails_is_retried_and_lands_once(
         # waits for a worker that never comes while this test plays the worker's part.
         worker = _execution(mint_worker_token(stack.settings, "commit-test"))
         job = await client.post(
-            "/execution/jobs", headers=worker, json={"hostname": "h", "queues": [queue], "conn_types": ["tcp"]}
+            "/execution/jobs",
+            headers=worker,
+            json={"hostname": "h", "queues": [queue], "conn_types": ["tcp"]},
         )
         assert job.status_code == 201, job.text
-        submitted = await client.post("/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue})
+        submitted = await client.post(
+            "/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue}
+        )
         assert submitted.status_code == 202, submitted.text
         test_id = submitted.json()["id"]
         commit_failures.arm("fail_running", "connection_test", "UPDATE", "NEW.state = 'running'", times=1)

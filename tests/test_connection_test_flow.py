@@ -96,7 +96,9 @@ async def test_operators_find_tests_by_search_attributes(make_stack) -> None:
     stack = await make_stack()
     queue = await stack.serve_queue()
     async with stack.client() as client:
-        created = await client.post("/api/v2/connections", json={"connection_id": unique("svc"), "conn_type": "tcp"})
+        created = await client.post(
+            "/api/v2/connections", json={"connection_id": unique("svc"), "conn_type": "tcp"}
+        )
         assert created.status_code == 201, created.text
         r = await client.post("/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue})
         test_id = r.json()["id"]

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
-from airlock.workloads import connection_test_workflow_id
+from airlock.protocol import connection_test_workflow_id
 from tests import secret_scan
 from tests.stack import unique, wait_terminal
 from tests.targets import SlowTarget

@@ -19,13 +19,13 @@ import structlog
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
+from airlock.codec import make_codec, make_data_converter
 from airlock.connection import ConnectionFields
 from api.core.config import Settings
 from tests import secret_scan, services
 from tests.secret_scan import NOT_TOKENS, PASSWORD, PLANTED_HEADER, PLANTED_PREFIX, TOKEN, Scanner
 from tests.stack import unique, wait_terminal
 from tests.test_triggers import defer, wait_trigger
-from worker.codec import make_codec, make_data_converter
 from worker.config import WorkerSettings
 
 # A marker of their own: what these tests plant is invisible to the session's scan.

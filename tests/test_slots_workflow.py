@@ -14,8 +14,9 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from airlock.protocol import SLOT_GRANTED_SIGNAL
 from airlock.workloads import SlotRequest, SlotsState
-from workflows.slots import GRANT_SIGNAL, ConnectionTestSlotsWorkflow
+from workflows.slots import ConnectionTestSlotsWorkflow
 
 TEST_SERVER = str(Path(sys.executable).parent / "temporal-test-server")
 
@@ -28,7 +29,7 @@ class SlotHolderWorkflow:
         self.granted = False
         self.done = False
 
-    @workflow.signal(name=GRANT_SIGNAL)
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
     def slot_granted(self) -> None:
         self.granted = True
 

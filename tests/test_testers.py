@@ -20,9 +20,10 @@ import pymysql
 import pytest
 import redis
 
-from activities import testers
-from activities.testers import UnknownConnType, available_conn_types, child, load_tester, scrub
+from activities.testers import UnknownConnType, available_conn_types, child, load_tester
 from airlock.connection import ConnectionFields
+from airlock.plugins import tester_entry_points
+from airlock.secrets import scrub
 from tests import secret_scan, services
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,8 +232,7 @@ def web() -> Iterator[int]:
 
 def test_every_built_in_tester_is_available() -> None:
     assert set(available_conn_types()) >= BUILT_IN
-    # Called through the module: pytest would collect a bare ``tester_entry_points`` as a test.
-    assert testers.tester_entry_points()["postgresql"].value == "activities.testers.postgres:test_postgres"
+    assert tester_entry_points()["postgresql"].value == "activities.testers.postgres:test_postgres"
 
 
 def test_unknown_conn_type_names_what_is_available() -> None:

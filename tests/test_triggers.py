@@ -14,13 +14,13 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
+from airlock.triggers import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from airlock.version import EXECUTION_API_VERSION_HEADER
 from api.core.security import mint_trigger_token
 from tests import secret_scan
 from tests.stack import Stack, unique
 
-FILE_TRIGGER = "activities.triggers.file.FileTrigger"
+FILE_TRIGGER = "airlock.triggers.FileTrigger"
 TEST_ALLOWLIST = "activities.triggers.*,tests.trigger_classes.*"
 TERMINAL = {"fired", "failed", "timed_out", "cancelled"}
 
@@ -127,7 +127,7 @@ async def test_file_trigger_on_a_triggerer_resumes_its_task(make_stack, tmp_path
         assert resumed["state"] == "scheduled"
         assert json.loads(resumed["next_kwargs"])["event"]["value"]["filepath"] == str(target)
         logs = (await client.get(f"/api/v2/triggers/{ti['trigger_id']}/logs")).json()["lines"]
-        assert any("running activities.triggers.file.FileTrigger" in line["message"] for line in logs)
+        assert any("running airlock.triggers.FileTrigger" in line["message"] for line in logs)
         assert all(line["job_id"] == triggerer["id"] for line in logs)
 
 

@@ -28,29 +28,30 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.triggers import (
-    DEFAULT_TRIGGER_ALLOWLIST,
+from activities.triggers import TriggerNotAllowed, load_trigger_class
+from activities.triggers.sql import is_truthy, json_friendly
+from airlock.connection import ConnectionFields
+from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, trigger_entry_points
+from airlock.sdk import (
     BaseTrigger,
     PollingTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
     TriggerContext,
     TriggerEvent,
-    TriggerNotAllowed,
-    load_trigger_class,
-    trigger_entry_points,
 )
-from activities.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
-from activities.triggers.file import FileTrigger
-from activities.triggers.http import HttpTrigger
-from activities.triggers.sql import SqlTrigger, is_truthy, json_friendly
-from activities.triggers.time import (
+from airlock.serde import deserialize, serialize
+from airlock.timers import due_moment
+from airlock.triggers import (
     DATETIME_TRIGGER,
     TIMEDELTA_TRIGGER,
     DateTimeTrigger,
+    FileTrigger,
+    HttpTrigger,
+    SqlTrigger,
     TimeDeltaTrigger,
-    time_trigger_fire_at,
 )
-from airlock.connection import ConnectionFields
-from airlock.serde import deserialize, serialize
 from tests import secret_scan, services
 
 FAST = 0.1
@@ -174,15 +175,26 @@ def exploding_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return name
 
 
-def test_load_trigger_class_allows_the_built_in_triggers() -> None:
+def test_load_trigger_class_allows_the_built_in_triggers_by_stable_name_and_old_path() -> None:
     for classpath, cls in [
+        ("airlock.triggers.FileTrigger", FileTrigger),
+        ("airlock.triggers.HttpTrigger", HttpTrigger),
+        ("airlock.triggers.SqlTrigger", SqlTrigger),
+        (DATETIME_TRIGGER, DateTimeTrigger),
+        (TIMEDELTA_TRIGGER, TimeDeltaTrigger),
+        # The paths stored rows and older clients hold: aliases of the same classes.
         ("activities.triggers.file.FileTrigger", FileTrigger),
         ("activities.triggers.http.HttpTrigger", HttpTrigger),
         ("activities.triggers.sql.SqlTrigger", SqlTrigger),
-        (DATETIME_TRIGGER, DateTimeTrigger),
-        (TIMEDELTA_TRIGGER, TimeDeltaTrigger),
+        ("activities.triggers.time.DateTimeTrigger", DateTimeTrigger),
+        ("activities.triggers.time.TimeDeltaTrigger", TimeDeltaTrigger),
     ]:
         assert load_trigger_class(classpath, DEFAULT_TRIGGER_ALLOWLIST) is cls
+    # An old plugin's import of the base classes still works.
+    from activities.triggers import BaseTrigger as OldBaseTrigger
+    from activities.triggers.base import PollingTrigger as OldPollingTrigger
+
+    assert (OldBaseTrigger, OldPollingTrigger) == (BaseTrigger, PollingTrigger)
     assert load_trigger_class(f"{__name__}.CountdownTrigger", ["tests.test_triggers_*"]) is CountdownTrigger
 
 
@@ -191,7 +203,8 @@ def test_load_trigger_class_refuses_before_importing(exploding_module: str) -> N
     with pytest.raises(TriggerNotAllowed) as info:
         load_trigger_class(classpath, DEFAULT_TRIGGER_ALLOWLIST)
     assert str(info.value) == (
-        f"trigger class '{classpath}' is not in this triggerer's allowlist (activities.triggers.*)"
+        f"trigger class '{classpath}' is not in this triggerer's allowlist "
+        "(airlock.triggers.*, activities.triggers.*)"
     )
     assert isinstance(info.value, PermissionError)
     assert exploding_module not in sys.modules
@@ -211,6 +224,8 @@ def test_load_trigger_class_rejects_what_is_not_a_concrete_trigger() -> None:
         load_trigger_class("activities.triggers.nowhere.Trigger", DEFAULT_TRIGGER_ALLOWLIST)
     with pytest.raises(ImportError, match="has no 'Nope'"):
         load_trigger_class("activities.triggers.file.Nope", DEFAULT_TRIGGER_ALLOWLIST)
+    with pytest.raises(ImportError, match="has no 'Nope'"):
+        load_trigger_class("airlock.triggers.Nope", DEFAULT_TRIGGER_ALLOWLIST)
     with pytest.raises(ValueError, match="must look like"):
         load_trigger_class("FileTrigger", ["*"])
     with pytest.raises(TypeError, match="not a single string"):
@@ -583,9 +598,9 @@ def test_date_time_fire_at() -> None:
 
 
 def test_time_trigger_fire_at_by_classpath() -> None:
-    assert time_trigger_fire_at(TIMEDELTA_TRIGGER, {"delta": 5}, CREATED) == CREATED + timedelta(seconds=5)
-    assert time_trigger_fire_at(DATETIME_TRIGGER, {"moment": "2030-01-01T00:00:00Z"}, CREATED) is not None
-    assert time_trigger_fire_at("mypkg.triggers.Sensor", {"delta": 5}, CREATED) is None
+    assert due_moment(TIMEDELTA_TRIGGER, {"delta": 5}, CREATED) == CREATED + timedelta(seconds=5)
+    assert due_moment(DATETIME_TRIGGER, {"moment": "2030-01-01T00:00:00Z"}, CREATED) is not None
+    assert due_moment("mypkg.triggers.Sensor", {"delta": 5}, CREATED) is None
 
 
 @pytest.mark.parametrize(
@@ -644,14 +659,15 @@ from datetime import datetime
 
 from temporalio import workflow
 
-from activities.triggers.time import TIMEDELTA_TRIGGER, time_trigger_fire_at
+from airlock.timers import due_moment
+from airlock.triggers import TIMEDELTA_TRIGGER
 
 
 @workflow.defn(sandboxed=True)
 class FireAtWorkflow:
     @workflow.run
     async def run(self, delta: float) -> str:
-        due = time_trigger_fire_at(TIMEDELTA_TRIGGER, {"delta": delta}, workflow.now())
+        due = due_moment(TIMEDELTA_TRIGGER, {"delta": delta}, workflow.now())
         await workflow.sleep(due - workflow.now())
         return due.isoformat()
 """
@@ -659,7 +675,7 @@ class FireAtWorkflow:
 
 @pytest.fixture
 def sandbox_workflow_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    # Its own module, so the sandbox imports only it and activities.triggers.time, not this test file.
+    # Its own module, so the sandbox imports only it and airlock.timers, not this test file.
     name = f"sandbox_fire_at_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(SANDBOX_WORKFLOW)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -673,8 +689,8 @@ async def test_time_triggers_import_inside_the_workflow_sandbox(sandbox_workflow
     async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
         client: Client = env.client
         queue = f"sandbox-{uuid.uuid4().hex[:6]}"
-        # The default runner is the sandboxed one: it re-imports the module, and activities.triggers.time
-        # with it, under the sandbox's restrictions.
+        # The default runner is the sandboxed one: it re-imports the module, and airlock.timers with it,
+        # under the sandbox's restrictions.
         async with Worker(client, task_queue=queue, workflows=[workflow_cls]):
             result = await client.execute_workflow(
                 workflow_cls.run, 3600.0, id=f"fire-at-{uuid.uuid4().hex[:6]}", task_queue=queue

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from activities.triggers import BaseTrigger, TriggerEvent
-from activities.triggers.base import TaskSuccessEvent
+from airlock.sdk import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 
 class RaisingTrigger(BaseTrigger):

@@ -1,20 +1,55 @@
-"""The Execution API client: the only way worker-side code reaches Airlock's state."""
+"""The Execution API client: the only way worker-side code reaches Airlock's state.
+
+Operations are grouped by resource (``client.connection_tests``, ``client.triggers``, ``client.jobs``,
+``client.task_instances``), and every body, sent or received, is one of the wire models in
+:mod:`airlock.execution`: the same definitions the API validates with. Failures raise
+:class:`ExecutionAPIError`, which says whether trying again can help; transient ones are retried here
+for up to ``retry_for`` seconds first.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
+from urllib.parse import quote
 
 import httpx
-from temporalio.exceptions import ApplicationError
+from pydantic import BaseModel
+from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from airlock.connection import ConnectionFields
+from airlock.errors import error_detail
+from airlock.execution import (
+    ConnectionTestConnection,
+    ConnectionTestStatePatch,
+    Deferred,
+    JobRegistered,
+    JobRegistration,
+    TaskInstanceDefer,
+    TriggerClaim,
+    TriggerEventBody,
+    TriggerFailureBody,
+    TriggerLogBatch,
+    TriggerWorkload,
+)
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
 
-# Error types the workflow and the tests recognise.
-API_REJECTED = "ExecutionAPIRejected"
-API_UNAVAILABLE = "ExecutionAPIUnavailable"
+M = TypeVar("M", bound=BaseModel)
+
+
+class ExecutionAPIError(Exception):
+    """A call that did not succeed. ``retryable``: the API was away or failed (5xx, no answer), so the
+    same call may succeed later; otherwise the API refused it (4xx) and it never will."""
+
+    def __init__(self, message: str, *, status_code: int | None, retryable: bool) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ExecutionAPIError) and exc.retryable
 
 
 class ExecutionAPIClient:
@@ -43,6 +78,10 @@ class ExecutionAPIClient:
             timeout=timeout,
             transport=transport or httpx.AsyncHTTPTransport(retries=2),
         )
+        self.connection_tests = ConnectionTests(self)
+        self.jobs = Jobs(self)
+        self.triggers = Triggers(self)
+        self.task_instances = TaskInstances(self)
 
     async def __aenter__(self) -> ExecutionAPIClient:
         return self
@@ -55,109 +94,105 @@ class ExecutionAPIClient:
         if self._owns_transport:
             await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._retry_for
-        delay = 0.25
-        while True:
-            try:
-                return await self._request_once(method, path, **kwargs)
-            except ApplicationError as exc:
-                if exc.type != API_UNAVAILABLE or loop.time() + delay > deadline:
-                    raise
-            if self._on_retry is not None:
-                self._on_retry()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 4.0)
+    async def request(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
+        on_retry = self._on_retry
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_before_delay(self._retry_for),
+            wait=wait_exponential(multiplier=0.25, max=4),
+            before_sleep=None if on_retry is None else (lambda _state: on_retry()),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._request_once(method, path, body)
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _request_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request_once(self, method: str, path: str, body: BaseModel | None) -> httpx.Response:
+        json = None if body is None else body.model_dump(mode="json", by_alias=True, exclude_none=True)
         try:
             if self._limiter is None:
-                response = await self._http.request(method, path, **kwargs)
+                response = await self._http.request(method, path, json=json)
             else:
                 async with self._limiter:
-                    response = await self._http.request(method, path, **kwargs)
+                    response = await self._http.request(method, path, json=json)
         except httpx.TransportError as exc:
-            # Transient: Temporal's retry policy decides whether to try again.
-            raise ApplicationError(
-                f"Execution API unreachable ({type(exc).__name__})", type=API_UNAVAILABLE
+            raise ExecutionAPIError(
+                f"Execution API unreachable ({type(exc).__name__})", status_code=None, retryable=True
             ) from None
         if response.status_code >= 500:
-            raise ApplicationError(
-                f"Execution API answered {response.status_code} on {method} {path}", type=API_UNAVAILABLE
+            raise ExecutionAPIError(
+                f"Execution API answered {response.status_code} on {method} {path}",
+                status_code=response.status_code,
+                retryable=True,
             )
         if response.status_code >= 400:
-            # A 4xx will not get better by retrying: fail loudly and for good.
-            raise ApplicationError(
+            raise ExecutionAPIError(
                 f"Execution API rejected {method} {path}: {response.status_code} {_detail(response)}",
-                type=API_REJECTED,
-                non_retryable=True,
+                status_code=response.status_code,
+                retryable=False,
             )
         return response
 
-    async def get_test_connection(self, test_id: str) -> ConnectionFields:
-        response = await self._request("GET", f"/connection-tests/{test_id}/connection")
-        return ConnectionFields.model_validate(response.json())
+    async def fetch(self, model: type[M], method: str, path: str, body: BaseModel | None = None) -> M:
+        response = await self.request(method, path, body)
+        return model.model_validate(response.json())
 
-    async def set_test_state(
-        self, test_id: str, state: str, *, result_message: str | None = None, worker: str | None = None
-    ) -> None:
-        body = {"state": state, "result_message": result_message, "worker": worker}
-        await self._request("PATCH", f"/connection-tests/{test_id}/state", json=body)
 
-    async def register_job(
-        self,
-        *,
-        kind: str,
-        hostname: str,
-        queues: list[str],
-        conn_types: list[str],
-        capacity: int | None = None,
-    ) -> str:
-        body: dict[str, Any] = {
-            "kind": kind,
-            "hostname": hostname,
-            "queues": queues,
-            "conn_types": conn_types,
-        }
-        if capacity is not None:
-            body["capacity"] = capacity
-        response = await self._request("POST", "/jobs", json=body)
-        return str(response.json()["id"])
+class _Resource:
+    def __init__(self, client: ExecutionAPIClient) -> None:
+        self._client = client
 
-    async def heartbeat_job(self, job_id: str) -> None:
-        await self._request("POST", f"/jobs/{job_id}/heartbeat")
 
-    async def complete_job(self, job_id: str) -> None:
-        await self._request("POST", f"/jobs/{job_id}/complete")
+class ConnectionTests(_Resource):
+    async def get_connection(self, test_id: str) -> ConnectionTestConnection:
+        return await self._client.fetch(
+            ConnectionTestConnection, "GET", f"/connection-tests/{test_id}/connection"
+        )
 
-    async def claim_trigger(self, trigger_id: str, *, job_id: str | None, triggerer: str) -> dict[str, Any]:
-        body = {"job_id": job_id, "triggerer": triggerer}
-        response = await self._request("POST", f"/triggers/{trigger_id}/workload", json=body)
-        workload: dict[str, Any] = response.json()
-        return workload
+    async def set_state(self, test_id: str, patch: ConnectionTestStatePatch) -> None:
+        await self._client.request("PATCH", f"/connection-tests/{test_id}/state", patch)
 
-    async def post_trigger_event(self, trigger_id: str, *, event_type: str, payload: str) -> None:
-        body = {"event_type": event_type, "payload": payload}
-        await self._request("POST", f"/triggers/{trigger_id}/event", json=body)
 
-    async def post_trigger_failure(self, trigger_id: str, *, error: str, traceback: str) -> None:
-        body = {"error": error[:10_000], "traceback": traceback[-100_000:]}
-        await self._request("POST", f"/triggers/{trigger_id}/failure", json=body)
+class Jobs(_Resource):
+    async def register(self, registration: JobRegistration) -> JobRegistered:
+        return await self._client.fetch(JobRegistered, "POST", "/jobs", registration)
 
-    async def post_trigger_logs(
-        self, trigger_id: str, *, job_id: str | None, triggerer: str, lines: list[dict[str, str]]
-    ) -> None:
-        body = {"job_id": job_id, "triggerer": triggerer, "lines": lines}
-        await self._request("POST", f"/triggers/{trigger_id}/logs", json=body)
+    async def heartbeat(self, job_id: str) -> None:
+        await self._client.request("POST", f"/jobs/{job_id}/heartbeat")
 
-    async def get_trigger_connection(self, trigger_id: str, connection_id: str) -> ConnectionFields:
-        response = await self._request("GET", f"/triggers/{trigger_id}/connections/{connection_id}")
-        return ConnectionFields.model_validate(response.json())
+    async def complete(self, job_id: str) -> None:
+        await self._client.request("POST", f"/jobs/{job_id}/complete")
+
+
+class Triggers(_Resource):
+    async def claim(self, trigger_id: str, claim: TriggerClaim) -> TriggerWorkload:
+        return await self._client.fetch(TriggerWorkload, "POST", f"/triggers/{trigger_id}/workload", claim)
+
+    async def post_event(self, trigger_id: str, event: TriggerEventBody) -> None:
+        await self._client.request("POST", f"/triggers/{trigger_id}/event", event)
+
+    async def post_failure(self, trigger_id: str, failure: TriggerFailureBody) -> None:
+        await self._client.request("POST", f"/triggers/{trigger_id}/failure", failure)
+
+    async def post_logs(self, trigger_id: str, batch: TriggerLogBatch) -> None:
+        await self._client.request("POST", f"/triggers/{trigger_id}/logs", batch)
+
+    async def get_connection(self, trigger_id: str, connection_id: str) -> ConnectionFields:
+        return await self._client.fetch(
+            ConnectionFields, "GET", f"/triggers/{trigger_id}/connections/{quote(connection_id, safe='')}"
+        )
+
+
+class TaskInstances(_Resource):
+    async def defer(self, task_instance_id: str, deferral: TaskInstanceDefer) -> Deferred:
+        return await self._client.fetch(
+            Deferred, "PATCH", f"/task-instances/{task_instance_id}/state", deferral
+        )
 
 
 def _detail(response: httpx.Response) -> str:
     try:
-        return str(response.json().get("detail", ""))[:500]
+        return error_detail(response.json())[:500]
     except ValueError:
         return response.text[:200]

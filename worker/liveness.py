@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 
 import structlog
-from temporalio.exceptions import ApplicationError
 
-from worker.client import API_REJECTED, ExecutionAPIClient
+from airlock.execution import JobRegistration
+from worker.client import ExecutionAPIClient, ExecutionAPIError
 
 log = structlog.get_logger(__name__)
 
@@ -20,18 +20,8 @@ class LivenessJob:
         self.job_id: str | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(
-        self,
-        *,
-        kind: str,
-        hostname: str,
-        queues: list[str],
-        conn_types: list[str],
-        capacity: int | None = None,
-    ) -> str:
-        self.job_id = await self._api.register_job(
-            kind=kind, hostname=hostname, queues=queues, conn_types=conn_types, capacity=capacity
-        )
+    async def start(self, registration: JobRegistration) -> str:
+        self.job_id = (await self._api.jobs.register(registration)).id
         self._task = asyncio.create_task(self._beat(self.job_id))
         return self.job_id
 
@@ -39,11 +29,11 @@ class LivenessJob:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self._api.heartbeat_job(job_id)
-            except ApplicationError as exc:
+                await self._api.jobs.heartbeat(job_id)
+            except ExecutionAPIError as exc:
                 # Keep beating through an API outage; a rejection (job completed elsewhere) is final.
                 log.warning("job heartbeat failed", job_id=job_id, error=str(exc))
-                if exc.type == API_REJECTED:
+                if not exc.retryable:
                     return
 
     async def stop(self) -> None:
@@ -52,5 +42,5 @@ class LivenessJob:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self.job_id is not None:
-            with contextlib.suppress(ApplicationError):
-                await self._api.complete_job(self.job_id)
+            with contextlib.suppress(ExecutionAPIError):
+                await self._api.jobs.complete(self.job_id)

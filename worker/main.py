@@ -1,4 +1,5 @@
-"""The worker process: one Temporal Worker per task queue, a liveness job, nothing else."""
+"""The worker process: one Temporal Worker per task queue, a liveness job, nothing else. What the
+workers run (connection tests or triggers) comes from the role registered under that name."""
 
 from __future__ import annotations
 
@@ -7,24 +8,21 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.connection_test import ConnectionTestActivities
-from activities.testers import available_conn_types
-from activities.trigger_run import TriggerActivities
+from airlock.codec import make_data_converter
+from airlock.execution import JobRegistration
+from airlock.plugins import load_worker_role
 from worker.client import ExecutionAPIClient
-from worker.codec import make_data_converter
 from worker.config import WorkerSettings
 from worker.isolation import PR_SET_DUMPABLE, prctl
 from worker.liveness import LivenessJob
+from worker.role import RoleFactory
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +42,8 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         data_converter=make_data_converter(settings.codec()),
     )
     identity = f"{settings.hostname}:{os.getpid()}"
-    role = _role(settings, identity)
+    role_factory: RoleFactory = load_worker_role("triggerer" if settings.triggerer else "worker")
+    role = role_factory(settings, identity)
     workers = [
         Worker(
             client,
@@ -63,11 +62,13 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     ) as api:
         job = LivenessJob(api, interval=settings.job_heartbeat_interval)
         job_id = await job.start(
-            kind=role.kind,
-            hostname=identity,
-            queues=settings.queues,
-            conn_types=role.conn_types,
-            capacity=role.capacity if settings.triggerer else None,
+            JobRegistration(
+                kind=role.kind,
+                hostname=identity,
+                queues=settings.queues,
+                conn_types=role.conn_types,
+                capacity=role.capacity if role.announce_capacity else None,
+            )
         )
         role.on_registered(job_id)
         log.info("worker started", kind=role.kind, job_id=job_id, queues=settings.queues)
@@ -82,38 +83,6 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 with contextlib.suppress(Exception):
                     await run
             await job.stop()
-
-
-@dataclass
-class Role:
-    kind: str
-    activities: list[Callable[..., Any]]
-    capacity: int
-    conn_types: list[str] = field(default_factory=list)
-    on_registered: Callable[[str], None] = lambda _job_id: None
-
-
-def _role(settings: WorkerSettings, identity: str) -> Role:
-    """What this worker runs: connection tests, or (``--triggerer``) triggers."""
-    if settings.triggerer:
-        triggers = TriggerActivities(
-            api_url=settings.api_url, identity=identity, allowlist=settings.trigger_allowlist
-        )
-
-        def note_job(job_id: str) -> None:
-            triggers.job_id = job_id
-
-        return Role("triggerer", [triggers.run_trigger], settings.capacity, on_registered=note_job)
-    conn_types = available_conn_types()
-    tests = ConnectionTestActivities(
-        api_url=settings.api_url,
-        identity=identity,
-        conn_types=conn_types,
-        heartbeat_interval=settings.activity_heartbeat_interval,
-        api_version=settings.execution_api_version,
-    )
-    tests.start()
-    return Role("worker", [tests.run_connection_test], settings.max_concurrent_tests, conn_types)
 
 
 def forget_secrets_in_environment() -> None:

@@ -10,16 +10,21 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
+from workflows.common import api_retry, set_state
+
 with workflow.unsafe.imports_passed_through():
-    from airlock import search_attributes as sa
-    from airlock.states import ConnectionTestState
-    from airlock.workloads import (
+    from airlock.protocol import (
         CONNECTION_TEST_ACTIVITY,
         MARK_QUEUED_ACTIVITY,
         RECORD_RESULT_ACTIVITY,
+        RELEASE_SIGNAL,
+        SLOT_GRANTED_SIGNAL,
+    )
+    from airlock.states import ConnectionTestState
+    from airlock.workloads import (
         ConnectionTestInput,
         ConnectionTestOutcome,
-        ConnectionTestResult,
+        ConnectionTestRecord,
         DispatchTicket,
         RunConnectionTestInput,
     )
@@ -28,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
 START_TO_CLOSE_MARGIN = 15.0
 # A test whose worker stops heartbeating is dispatched a second time (the workload token covers both).
 DISPATCH_ATTEMPTS = 2
-SLOT_SIGNAL = "slot_granted"
 
 
 @workflow.defn
@@ -36,7 +40,7 @@ class ConnectionTestWorkflow:
     def __init__(self) -> None:
         self._granted = False
 
-    @workflow.signal(name=SLOT_SIGNAL)
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
     def slot_granted(self) -> None:
         self._granted = True
 
@@ -51,9 +55,9 @@ class ConnectionTestWorkflow:
                 result_type=DispatchTicket,
                 task_queue=control,
                 schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
-                retry_policy=_api_retry(),
+                retry_policy=api_retry(),
             )
-            _set_state(ConnectionTestState.QUEUED)
+            set_state(ConnectionTestState.QUEUED)
             outcome = await self._dispatch(inp, ticket)
         except ActivityError as exc:
             # Only the mark-queued step gets here: it refuses a test that is no longer pending.
@@ -85,12 +89,12 @@ class ConnectionTestWorkflow:
         try:
             await workflow.execute_activity(
                 RECORD_RESULT_ACTIVITY,
-                ConnectionTestResult(inp.test_id, outcome.ok, outcome.message, outcome.worker),
+                ConnectionTestRecord(inp.test_id, outcome),
                 task_queue=control,
                 schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
-                retry_policy=_api_retry(),
+                retry_policy=api_retry(),
             )
-            _set_state(state)
+            set_state(state)
         finally:
             # Free the slot only once the result is visible, so the cap holds as seen through the API.
             await _release(inp.slots_workflow_id)
@@ -112,17 +116,9 @@ async def _run_on_queue(inp: ConnectionTestInput, run: RunConnectionTestInput) -
 async def _release(slots_workflow_id: str) -> None:
     handle = workflow.get_external_workflow_handle(slots_workflow_id)
     try:
-        await handle.signal("release", workflow.info().workflow_id)
+        await handle.signal(RELEASE_SIGNAL, workflow.info().workflow_id)
     except Exception:
         workflow.logger.warning("could not release the slot; its lease will expire")
-
-
-def _api_retry() -> RetryPolicy:
-    return RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
-
-
-def _set_state(state: ConnectionTestState) -> None:
-    workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
 
 
 def _cause(exc: ActivityError) -> str:

@@ -14,9 +14,9 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from airlock.protocol import ACQUIRE_SIGNAL, RELEASE_SIGNAL, SLOT_GRANTED_SIGNAL
     from airlock.workloads import SlotHolder, SlotRequest, SlotsState
 
-GRANT_SIGNAL = "slot_granted"
 # Keep the history short: the state is small, carry it over.
 CONTINUE_AS_NEW_AFTER_EVENTS = 5_000
 
@@ -31,7 +31,7 @@ class ConnectionTestSlotsWorkflow:
         self._waiters: list[SlotRequest] = list(state.waiters)
         self._changed = False
 
-    @workflow.signal
+    @workflow.signal(name=ACQUIRE_SIGNAL)
     def acquire(self, request: SlotRequest) -> None:
         self._capacity = request.capacity
         if request.workflow_id not in self._holders and all(
@@ -40,7 +40,7 @@ class ConnectionTestSlotsWorkflow:
             self._waiters.append(request)
         self._changed = True
 
-    @workflow.signal
+    @workflow.signal(name=RELEASE_SIGNAL)
     def release(self, workflow_id: str) -> None:
         self._holders.pop(workflow_id, None)
         self._waiters = [w for w in self._waiters if w.workflow_id != workflow_id]
@@ -71,7 +71,7 @@ class ConnectionTestSlotsWorkflow:
             request = self._waiters.pop(0)
             handle = workflow.get_external_workflow_handle(request.workflow_id)
             try:
-                await handle.signal(GRANT_SIGNAL)
+                await handle.signal(SLOT_GRANTED_SIGNAL)
             except Exception:
                 # The test's workflow is gone (terminated, or it already ended): skip it.
                 workflow.logger.info("not granting a slot to %s: it is gone", request.workflow_id)

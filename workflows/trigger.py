@@ -12,24 +12,25 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
+from workflows.common import api_retry, set_state
+
 with workflow.unsafe.imports_passed_through():
-    from airlock import search_attributes as sa
-    from airlock.states import TriggerState
-    from airlock.workloads import (
+    from airlock.protocol import (
+        API_REJECTED_ERROR,
         DISPATCH_TRIGGER_ACTIVITY,
         END_TRIGGER_ACTIVITY,
         RECORD_TIMER_FIRED_ACTIVITY,
         RUN_TRIGGER_ACTIVITY,
         TRIGGER_FAILED_ERROR,
-        RunTriggerInput,
-        TriggerEnd,
-        TriggerInput,
+        TRIGGER_NOT_ALLOWED_ERROR,
     )
+    from airlock.states import TriggerState
+    from airlock.workloads import RunTriggerInput, TriggerEnd, TriggerInput
 
 # A trigger without a timeout still gets a bound: its workload token has to expire some day.
 NO_TIMEOUT_LIMIT = timedelta(days=7)
 ALREADY_ENDED = "already ended"
-NON_RETRYABLE = [TRIGGER_FAILED_ERROR, "ExecutionAPIRejected", "TriggerNotAllowed"]
+NON_RETRYABLE = [TRIGGER_FAILED_ERROR, API_REJECTED_ERROR, TRIGGER_NOT_ALLOWED_ERROR]
 
 
 @workflow.defn
@@ -60,9 +61,9 @@ class TriggerWorkflow:
             inp.trigger_id,
             task_queue=control,
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_api_retry(),
+            retry_policy=api_retry(),
         )
-        _set_state(TriggerState.FIRED)
+        set_state(TriggerState.FIRED)
         return TriggerState.FIRED
 
     async def _on_triggerer(self, inp: TriggerInput, deadline: datetime | None, control: str) -> str:
@@ -73,12 +74,12 @@ class TriggerWorkflow:
             result_type=str | None,  # type: ignore[arg-type]
             task_queue=control,
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_api_retry(),
+            retry_policy=api_retry(),
         )
         if token is None:
             # A rerun of a trigger that has ended (the workflow was reset): terminal is final.
             return ALREADY_ENDED
-        _set_state(TriggerState.RUNNING)
+        set_state(TriggerState.RUNNING)
         run = workflow.start_activity(
             RUN_TRIGGER_ACTIVITY,
             RunTriggerInput(inp.trigger_id, token),
@@ -112,7 +113,7 @@ class TriggerWorkflow:
             reason = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
             await _end(control, TriggerEnd(inp.trigger_id, TriggerState.FAILED, reason))
             raise
-        _set_state(TriggerState(result))
+        set_state(TriggerState(result))
         return result
 
 
@@ -130,19 +131,11 @@ async def _end(control: str, end: TriggerEnd) -> str:
         end,
         task_queue=control,
         start_to_close_timeout=timedelta(seconds=30),
-        retry_policy=_api_retry(),
+        retry_policy=api_retry(),
     )
-    _set_state(TriggerState(end.state))
+    set_state(TriggerState(end.state))
     return end.state
 
 
 def _until(moment: datetime) -> timedelta:
     return max(timedelta(0), moment - workflow.now())
-
-
-def _api_retry() -> RetryPolicy:
-    return RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
-
-
-def _set_state(state: TriggerState) -> None:
-    workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])

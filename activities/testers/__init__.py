@@ -1,48 +1,26 @@
-"""Connection testers, found through the ``airlock.connection_testers`` entry-point group.
+"""Connection testers, found through the ``airlock.connection_testers`` entry-point group, and the
+helpers Airlock's own testers share.
 
-Only the standard library and ``airlock.connection`` are imported here: the isolated child
-imports this package first, and a driver should load only when its conn_type is tested.
+Only the standard library and the shared layer are imported here: the isolated child imports this
+package first, and a driver should load only when its conn_type is tested.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import functools
 import socket
-from collections.abc import Callable, Iterable
-from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
-from urllib.parse import quote, quote_plus, urlsplit
 
 from airlock.connection import ConnectionFields
-
-ENTRY_POINT_GROUP = "airlock.connection_testers"
-
-Tester = Callable[[ConnectionFields, float], tuple[bool, str]]
+from airlock.plugins import tester_entry_points
+from airlock.sdk.testers import Tester
+from airlock.secrets import connection_secrets, scrub
 
 E = TypeVar("E", bound=BaseException)
-
-# Substrings of extra keys whose values are secrets; the list follows Airflow's masker.
-SENSITIVE_EXTRA_KEYS = (
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "private_key",
-    "api_key",
-    "apikey",
-    "authorization",
-)
 
 
 class UnknownConnType(ValueError):
     """No tester can be loaded for a conn_type on this worker."""
-
-
-def tester_entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def available_conn_types() -> list[str]:
@@ -73,67 +51,6 @@ def load_tester(conn_type: str) -> Tester:
             f"the tester for conn_type {conn_type!r} cannot load on this worker: {exc}"
         ) from None
     return tester
-
-
-def scrub(message: str, *secrets: str | None) -> str:
-    """Replace each non-empty secret, raw or URL-quoted, with ``***``."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret:
-            forms.update((secret, quote(secret, safe=""), quote_plus(secret), quote(secret)))
-    # Longest first, so a secret that contains another is not left half-replaced.
-    for form in sorted(forms, key=len, reverse=True):
-        message = message.replace(form, "***")
-    return message
-
-
-def connection_secrets(conn: ConnectionFields) -> tuple[str, ...]:
-    """Every string a message must not show: the password, the pair basic auth sends, secret extras."""
-    secrets: list[str] = []
-    if conn.password:
-        pair = f"{conn.login or ''}:{conn.password}"
-        secrets += [conn.password, pair, base64.b64encode(pair.encode()).decode()]
-    secrets += _sensitive_extra_values(conn.extra.items())
-    return tuple(secrets)
-
-
-# Shorter values are not scrubbed: replacing every "1" would wreck the message, not hide a secret.
-MIN_SECRET_CHARS = 3
-
-
-def kwargs_secrets(kwargs: object) -> tuple[str, ...]:
-    """What a trigger's kwargs hold that must never be shown: values under secret-looking keys
-    (``password``, ``token``, an ``Authorization`` header, nested ones too) and passwords in URLs."""
-    found: list[str] = []
-
-    def visit(value: object, sensitive: bool) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                visit(item, sensitive or any(part in str(key).lower() for part in SENSITIVE_EXTRA_KEYS))
-        elif isinstance(value, list | tuple):
-            for item in value:
-                visit(item, sensitive)
-        elif isinstance(value, str):
-            if sensitive:
-                found.append(value)
-                # "Bearer <token>": the credential alone may show up too.
-                found.extend(value.split(None, 1)[1:])
-            if "://" in value:
-                with contextlib.suppress(ValueError):
-                    found.append(urlsplit(value).password or "")
-
-    visit(kwargs, False)
-    return tuple(sorted({v for v in found if len(v) >= MIN_SECRET_CHARS}, key=len, reverse=True))
-
-
-def _sensitive_extra_values(items: Iterable[tuple[str, object]]) -> list[str]:
-    found: list[str] = []
-    for key, value in items:
-        if isinstance(value, dict):
-            found += _sensitive_extra_values(value.items())
-        elif isinstance(value, str) and any(part in key.lower() for part in SENSITIVE_EXTRA_KEYS):
-            found.append(value)
-    return found
 
 
 def scrubbed(tester: Tester) -> Tester:

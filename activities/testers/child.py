@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from activities.testers import UnknownConnType, connection_secrets, load_tester, scrub
+from activities.testers import UnknownConnType, load_tester
 from airlock.connection import ConnectionFields
+from airlock.secrets import connection_secrets, scrub
 
 
 def run(request: Any) -> dict[str, Any]:

@@ -1,22 +1,19 @@
-"""Triggers: what a deferred task waits on, run by triggerer workers.
+"""Airlock's own triggers (public names: :mod:`airlock.triggers`) and the triggerer's class loader.
 
-Importing this package stays light (the standard library and :mod:`activities.triggers.base`):
-``activities.triggers.time`` is imported inside Temporal's workflow sandbox, and Python imports
-this package first. Trigger modules with drivers (HTTP, SQL) are imported only when a trigger of
-theirs is loaded.
+Importing this package stays light: trigger modules with drivers (HTTP, SQL) are imported only when a
+trigger of theirs is loaded. The base classes re-exported here moved to :mod:`airlock.sdk`; plugins
+written against ``activities.triggers.BaseTrigger`` keep working.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import inspect
 import re
 from collections.abc import Sequence
 
-from activities.triggers.base import (
-    ENTRY_POINT_GROUP,
-    TERMINAL_EVENT_TYPES,
+from airlock.plugins import is_allowed
+from airlock.sdk.triggers import (
     BaseTrigger,
     PollingTrigger,
     TaskFailedEvent,
@@ -24,13 +21,9 @@ from activities.triggers.base import (
     TaskSuccessEvent,
     TriggerContext,
     TriggerEvent,
-    trigger_entry_points,
 )
 
 __all__ = [
-    "DEFAULT_TRIGGER_ALLOWLIST",
-    "ENTRY_POINT_GROUP",
-    "TERMINAL_EVENT_TYPES",
     "BaseTrigger",
     "PollingTrigger",
     "TaskFailedEvent",
@@ -39,25 +32,14 @@ __all__ = [
     "TriggerContext",
     "TriggerEvent",
     "TriggerNotAllowed",
-    "is_allowed",
     "load_trigger_class",
-    "trigger_entry_points",
 ]
-
-DEFAULT_TRIGGER_ALLOWLIST: tuple[str, ...] = ("activities.triggers.*",)
 
 _CLASSPATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
 class TriggerNotAllowed(PermissionError):
     """The classpath does not match this triggerer's allowlist; nothing was imported."""
-
-
-def is_allowed(classpath: str, allowlist: Sequence[str]) -> bool:
-    if isinstance(allowlist, str):
-        # A bare string is a sequence of one-character patterns, and "*" would allow everything.
-        raise TypeError("allowlist must be a sequence of patterns, not a single string")
-    return any(fnmatch.fnmatchcase(classpath, pattern) for pattern in allowlist)
 
 
 def load_trigger_class(classpath: str, allowlist: Sequence[str]) -> type[BaseTrigger]:

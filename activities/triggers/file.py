@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import glob
 
-from activities.triggers.base import DEFAULT_POLL_INTERVAL, PollingTrigger, TriggerEvent
+from airlock.sdk.triggers import DEFAULT_POLL_INTERVAL, PollingTrigger, TriggerEvent
 
 # The event travels through the Execution API: a pattern matching a huge tree must not bloat it.
 MAX_MATCHES = 1000

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from activities.testers import scrub
-from activities.triggers.base import DEFAULT_POLL_INTERVAL, PollingTrigger, TriggerEvent, positive_seconds
+from airlock.sdk.triggers import DEFAULT_POLL_INTERVAL, PollingTrigger, TriggerEvent, positive_seconds
+from airlock.secrets import scrub
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_PAYLOAD_BODY_CHARS = 10_000

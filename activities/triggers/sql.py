@@ -15,9 +15,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from activities.testers import connection_secrets, scrub
-from activities.triggers.base import DEFAULT_POLL_INTERVAL, PollingTrigger, TriggerEvent
 from airlock.connection import ConnectionFields
+from airlock.sdk.triggers import DEFAULT_POLL_INTERVAL, PollingTrigger, TriggerEvent
+from airlock.secrets import connection_secrets, scrub
 
 POSTGRES = "postgres"
 MYSQL = "mysql"

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from worker.config import TemporalSettings, split_list
+from airlock.settings import TemporalSettings, split_list
 
 
 class Settings(TemporalSettings):
@@ -42,6 +42,8 @@ class Settings(TemporalSettings):
     default_trigger_queue: str = "triggers"
     # A triggerer silent this long is presumed dead: its triggers move to another triggerer.
     trigger_heartbeat_timeout: float = Field(default=15, gt=0)
+    # Reaper period: a trigger whose workflow closed without ending it is failed within this.
+    trigger_reaper_interval: float = Field(default=30, gt=0)
 
     _split_origins = field_validator("codec_cors_origins", mode="before")(split_list)
 
@@ -56,12 +58,33 @@ class Settings(TemporalSettings):
         # The reference's grace: at least 30 s, or half the timeout for long ones.
         return max(30.0, self.connection_test_timeout / 2)
 
-    def require_secrets(self) -> None:
-        missing = [
-            name
-            for name in ("fernet_key", "jwt_secret", "admin_token", "payload_key")
-            if not getattr(self, name)
+    def require_secrets(self, *names: str) -> None:
+        """Refuse to start without the secrets ``names`` (all by default), or with weak ones."""
+        problems = [
+            f"AIRLOCK_{name.upper()} {problem}"
+            for name in names or SECRET_MINIMUMS
+            if (problem := _weakness(name, getattr(self, name)))
         ]
-        if missing:
-            env = ", ".join(f"AIRLOCK_{m.upper()}" for m in missing)
-            raise SystemExit(f"missing secrets: {env} (`airlock dev` generates them for a local stack)")
+        if problems:
+            raise SystemExit(
+                f"refusing to start: {'; '.join(problems)} (`airlock dev` generates them for a local stack)"
+            )
+
+
+# The shortest each secret may be. HS256 wants a key of at least 256 bits (RFC 7518, 3.2); a bearer
+# token shorter than 24 characters is guessable. The Fernet and payload keys have fixed lengths.
+SECRET_MINIMUMS = {
+    "fernet_key": 44,
+    "payload_key": 43,
+    "jwt_secret": 32,
+    "admin_token": 24,
+    "codec_token": 24,
+}
+
+
+def _weakness(name: str, value: str) -> str | None:
+    if not value:
+        return "is not set"
+    if len(value.encode()) < SECRET_MINIMUMS[name]:
+        return f"is too short ({len(value.encode())} bytes; at least {SECRET_MINIMUMS[name]})"
+    return None

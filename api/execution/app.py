@@ -24,7 +24,6 @@ def create_execution_app() -> Cadwyn:
         description="What workers call: workload fields, state reports, liveness jobs. JWT-authenticated.",
         versions=bundle,
         api_version_parameter_name=EXECUTION_API_VERSION_HEADER,
-        changelog_url=None,
     )
     router = APIRouter()
     router.include_router(connection_tests.router)

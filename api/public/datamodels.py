@@ -7,7 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from airlock.connection import CONN_TYPE_PATTERN, ConnectionFields, InvalidURI, check_extra, parse_uri
+from airlock.connection import (
+    ConnectionFields,
+    ConnectionLocation,
+    ConnectionParts,
+    ConnType,
+    Description,
+    Extra,
+    InvalidURI,
+    parse_uri,
+)
+from airlock.execution import CLASSPATH_PATTERN, METHOD_NAME_PATTERN, TriggerKwargs
 from airlock.states import ConnectionTestState, TriggerState
 from airlock.validation import Text, TimeoutSeconds, check_next_kwargs
 
@@ -15,6 +25,7 @@ CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
 QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$"
 # "test" would shadow /connections/test.
 RESERVED_CONNECTION_IDS = frozenset({"test"})
+STRICT = ConfigDict(extra="forbid")
 
 
 class StrictModel(BaseModel):
@@ -27,46 +38,29 @@ def _check_connection_id(value: str | None) -> str | None:
     return value
 
 
-class ConnectionCreate(StrictModel):
+class ConnectionCreate(ConnectionFields):
+    model_config = STRICT
+
     connection_id: str = Field(pattern=CONNECTION_ID_PATTERN)
-    conn_type: str = Field(pattern=CONN_TYPE_PATTERN)
-    description: Text | None = Field(None, max_length=5000)
-    host: Text | None = Field(None, max_length=500)
-    port: int | None = Field(None, ge=0, le=65535)
-    login: Text | None = Field(None, max_length=500)
-    password: Text | None = Field(None, max_length=5000)
-    schema_: Text | None = Field(None, alias="schema", max_length=500)
-    extra: dict[str, Any] = Field(default_factory=dict)
+    description: Description | None = None
 
     _connection_id = field_validator("connection_id")(_check_connection_id)
-    _extra = field_validator("extra")(check_extra)
 
 
-class ConnectionUpdate(StrictModel):
+class ConnectionUpdate(ConnectionParts):
     """Fields left out keep their value; ``password: null`` clears the password."""
 
-    conn_type: str | None = Field(None, pattern=CONN_TYPE_PATTERN)
-    description: Text | None = Field(None, max_length=5000)
-    host: Text | None = Field(None, max_length=500)
-    port: int | None = Field(None, ge=0, le=65535)
-    login: Text | None = Field(None, max_length=500)
-    password: Text | None = Field(None, max_length=5000)
-    schema_: Text | None = Field(None, alias="schema", max_length=500)
-    extra: dict[str, Any] | None = None
+    model_config = STRICT
 
-    _extra = field_validator("extra")(lambda v: v if v is None else check_extra(v))
+    conn_type: ConnType | None = None
+    description: Description | None = None
+    extra: Extra | None = None
 
 
-class ConnectionResponse(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
-
+class ConnectionResponse(ConnectionLocation):
     connection_id: str
     conn_type: str
     description: str | None
-    host: str | None
-    port: int | None
-    login: str | None
-    schema_: str | None = Field(alias="schema")
     extra: dict[str, Any]
     has_password: bool
     created_at: datetime
@@ -78,22 +72,19 @@ class ConnectionList(BaseModel):
     total_entries: int
 
 
-class ConnectionTestRequest(StrictModel):
+class ConnectionTestRequest(ConnectionParts):
     """Either a saved ``connection_id`` alone, or unsaved fields (or ``uri``).
 
     With unsaved fields, ``connection_id`` names the connection that ``commit_on_success`` writes.
     """
 
+    model_config = STRICT
+
     connection_id: str | None = Field(None, pattern=CONNECTION_ID_PATTERN)
     uri: Text | None = Field(None, max_length=10_000)
-    conn_type: str | None = Field(None, pattern=CONN_TYPE_PATTERN)
-    description: Text | None = Field(None, max_length=5000)
-    host: Text | None = Field(None, max_length=500)
-    port: int | None = Field(None, ge=0, le=65535)
-    login: Text | None = Field(None, max_length=500)
-    password: Text | None = Field(None, max_length=5000)
-    schema_: Text | None = Field(None, alias="schema", max_length=500)
-    extra: dict[str, Any] | None = None
+    conn_type: ConnType | None = None
+    description: Description | None = None
+    extra: Extra | None = None
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
     timeout: int | None = Field(None, ge=1, description="seconds; at most the server's maximum")
     commit_on_success: bool = False
@@ -102,7 +93,7 @@ class ConnectionTestRequest(StrictModel):
 
     @model_validator(mode="after")
     def _shape(self) -> ConnectionTestRequest:
-        field_names = ("conn_type", "host", "port", "login", "password", "schema_", "extra", "description")
+        field_names = ("conn_type", *ConnectionParts.model_fields, "extra", "description")
         has_fields = any(getattr(self, f) is not None for f in field_names)
         if self.uri is not None and has_fields:
             raise ValueError("give either uri or connection fields, not both")
@@ -126,15 +117,8 @@ class ConnectionTestRequest(StrictModel):
             return ConnectionFields.model_validate(parse_uri(self.uri))
         if self.conn_type is None:
             return None
-        return ConnectionFields(
-            conn_type=self.conn_type,
-            host=self.host,
-            port=self.port,
-            login=self.login,
-            password=self.password,
-            schema=self.schema_,
-            extra=self.extra or {},
-        )
+        parts = self.model_dump(include=set(ConnectionParts.model_fields), by_alias=False)
+        return ConnectionFields(conn_type=self.conn_type, extra=self.extra or {}, **parts)
 
 
 class ConnectionTestResponse(BaseModel):
@@ -179,16 +163,12 @@ class JobList(BaseModel):
 # The largest value an INTEGER column holds on every database (ids, offsets, map indexes).
 MAX_DB_INT = 2**31 - 1
 
-CLASSPATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
-
 
 class TriggerCreate(StrictModel):
     classpath: str = Field(pattern=CLASSPATH_PATTERN, max_length=1000)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: TriggerKwargs = Field(default_factory=dict)
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
     timeout: TimeoutSeconds | None = Field(None, description="seconds")
-
-    _kwargs = field_validator("kwargs")(lambda v: check_extra(v, "kwargs"))
 
 
 class TriggerResponse(BaseModel):
@@ -230,13 +210,12 @@ class TriggerLogs(BaseModel):
 
 class TaskInstanceDeferral(StrictModel):
     classpath: str = Field(pattern=CLASSPATH_PATTERN, max_length=1000)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: TriggerKwargs = Field(default_factory=dict)
     queue: str | None = Field(None, pattern=QUEUE_PATTERN)
-    next_method: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
+    next_method: str = Field(pattern=METHOD_NAME_PATTERN, max_length=200)
     next_kwargs: dict[str, Any] | None = None
     trigger_timeout: TimeoutSeconds | None = Field(None, description="seconds")
 
-    _kwargs = field_validator("kwargs")(lambda v: check_extra(v, "kwargs"))
     _next_kwargs = field_validator("next_kwargs")(check_next_kwargs)
 
 

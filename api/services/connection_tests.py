@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -11,9 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.testers import tester_entry_points
-from airlock.connection import ConnectionFields
+from airlock.execution import MAX_RESULT_MESSAGE_CHARS
+from airlock.plugins import installed_conn_types
 from airlock.states import ACTIVE_TEST_STATES, ConnectionTestState
+from airlock.workloads import ConnectionTestOutcome
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.db.models import ConnectionTest, utcnow
@@ -58,7 +58,7 @@ async def submit(
     fields = request.unsaved_fields()
     if fields is None:
         assert request.connection_id is not None
-        fields = connections.to_fields(await connections.get(session, request.connection_id), box)
+        fields = connections.fields_of(await connections.get(session, request.connection_id), box)
     await _check_conn_type(session, settings, fields.conn_type)
     timeout = request.timeout or settings.connection_test_timeout
     if timeout > settings.max_connection_test_timeout:
@@ -95,12 +95,6 @@ async def submit(
             "wait for it to finish"
         ) from None
     return test
-
-
-@functools.cache
-def installed_conn_types() -> frozenset[str]:
-    """The conn_types with a tester installed here (entry points: Airlock's own and plugins')."""
-    return frozenset(tester_entry_points())
 
 
 async def _check_conn_type(session: AsyncSession, settings: Settings, conn_type: str) -> None:
@@ -153,34 +147,20 @@ async def mark_running(session: AsyncSession, test_id: str, worker: str | None) 
     test.started_at = test.started_at or utcnow()
 
 
-async def finish(
-    session: AsyncSession, box: SecretBox, test_id: str, *, ok: bool, message: str, worker: str | None = None
-) -> bool:
+async def finish(session: AsyncSession, box: SecretBox, test_id: str, outcome: ConnectionTestOutcome) -> bool:
     """Record the terminal state once; later reports change nothing and return False."""
     test = await get(session, test_id, lock=True)
     if S(test.state).is_terminal:
         return False
-    test.state = S.SUCCESS if ok else S.FAILED
-    test.result_message = message[:10_000]
-    test.worker = worker or test.worker
+    test.state = S.SUCCESS if outcome.ok else S.FAILED
+    test.result_message = outcome.message[:MAX_RESULT_MESSAGE_CHARS]
+    test.worker = outcome.worker or test.worker
     test.finished_at = utcnow()
     test.active_connection_id = None
-    if ok and test.commit_on_success and test.connection_id:
-        await connections.upsert(session, box, test.connection_id, fields_of(test, box))
+    if outcome.ok and test.commit_on_success and test.connection_id:
+        await connections.upsert(session, box, test.connection_id, connections.fields_of(test, box))
     await session.flush()
     return True
-
-
-def fields_of(test: ConnectionTest, box: SecretBox) -> ConnectionFields:
-    return ConnectionFields(
-        conn_type=test.conn_type,
-        host=test.host,
-        port=test.port,
-        login=test.login,
-        password=box.decrypt(test.password),
-        schema=test.schema_,
-        extra=box.decrypt_json(test.extra),
-    )
 
 
 async def stale_active(

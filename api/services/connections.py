@@ -7,26 +7,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock.connection import ConnectionFields
+from airlock.secrets import mask, unmask
 from api.core.crypto import SecretBox
 from api.db.models import Connection, ConnectionTest
 from api.public.datamodels import ConnectionCreate, ConnectionResponse, ConnectionUpdate
 from api.services.errors import Conflict, NotFound
-
-MASK = "***"
-_SENSITIVE = ("password", "passwd", "secret", "token", "key", "credential", "private")
-
-
-def mask_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    """Hide values whose key looks secret: extras often carry API keys and tokens."""
-    return {
-        k: (MASK if any(s in k.lower() for s in _SENSITIVE) and v not in (None, "") else v)
-        for k, v in extra.items()
-    }
-
-
-def unmask_extra(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    """A client that sends back a masked value means 'keep it', not 'set it to ***'."""
-    return {k: (old.get(k) if v == MASK and k in old else v) for k, v in new.items()}
 
 
 def to_response(conn: Connection, box: SecretBox) -> ConnectionResponse:
@@ -37,22 +22,24 @@ def to_response(conn: Connection, box: SecretBox) -> ConnectionResponse:
         host=conn.host,
         port=conn.port,
         login=conn.login,
-        schema=conn.schema_,
-        extra=mask_extra(box.decrypt_json(conn.extra)),
+        schema_=conn.schema_,
+        # Extras often carry API keys and tokens: secret-looking keys, at any depth, come back masked.
+        extra=mask(box.decrypt_json(conn.extra)),
         has_password=conn.password is not None,
         created_at=conn.created_at,
         updated_at=conn.updated_at,
     )
 
 
-def to_fields(conn: Connection, box: SecretBox) -> ConnectionFields:
+def fields_of(conn: Connection | ConnectionTest, box: SecretBox) -> ConnectionFields:
+    """The decrypted fields of a saved connection, or of the connection a test was submitted with."""
     return ConnectionFields(
         conn_type=conn.conn_type,
         host=conn.host,
         port=conn.port,
         login=conn.login,
         password=box.decrypt(conn.password),
-        schema=conn.schema_,
+        schema_=conn.schema_,
         extra=box.decrypt_json(conn.extra),
     )
 
@@ -91,7 +78,7 @@ async def update(
     if changes.get("conn_type", "") is None:
         changes.pop("conn_type")
     if "extra" in changes:
-        changes["extra"] = unmask_extra(changes["extra"] or {}, box.decrypt_json(conn.extra))
+        changes["extra"] = unmask(changes["extra"] or {}, box.decrypt_json(conn.extra))
     apply_fields(conn, box, changes)
     await session.flush()
     return conn

@@ -68,11 +68,8 @@ def is_alive(job: Job, liveness_timeout: float) -> bool:
     return job.state == RUNNING and job.latest_heartbeat >= utcnow() - timedelta(seconds=liveness_timeout)
 
 
-async def list_(session: AsyncSession, *, include_completed: bool = True, limit: int = 500) -> list[Job]:
-    query = select(Job).order_by(Job.started_at.desc()).limit(limit)
-    if not include_completed:
-        query = query.where(Job.state == RUNNING)
-    return list(await session.scalars(query))
+async def list_(session: AsyncSession, *, limit: int = 500) -> list[Job]:
+    return list(await session.scalars(select(Job).order_by(Job.started_at.desc()).limit(limit)))
 
 
 async def live(session: AsyncSession, liveness_timeout: float, kind: str = "worker") -> list[Job]:

@@ -3,7 +3,6 @@ a trigger's event is applied to its task instance exactly once."""
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -13,14 +12,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.triggers import DEFAULT_TRIGGER_ALLOWLIST, is_allowed, trigger_entry_points
-from activities.triggers.time import DATETIME_TRIGGER, TIMEDELTA_TRIGGER, DateTimeTrigger, TimeDeltaTrigger
+from airlock import triggers as builtin
+from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, is_allowed
+from airlock.protocol import FAIL_METHOD
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
+from airlock.timers import due_moment
 from api.core.crypto import SecretBox
 from api.db.models import TaskInstance, Trigger, TriggerLog, utcnow
 from api.services.errors import Conflict, NotFound, Unprocessable
-
-FAIL_METHOD = "__fail__"
 
 
 async def get(session: AsyncSession, trigger_id: str, *, lock: bool = False) -> Trigger:
@@ -54,10 +53,11 @@ async def create(
     task_instance_id: str | None = None,
     timeout_at: datetime | None = None,
 ) -> Trigger:
+    classpath = builtin.canonical(classpath)
     check_classpath(classpath)
     if timeout_at is None and timeout is not None:
         timeout_at = utcnow() + timedelta(seconds=timeout)
-    time_trigger_fire_at(classpath, kwargs, utcnow())  # refuse bad time-trigger kwargs before storing
+    fire_at(classpath, kwargs, utcnow())  # refuse bad time-trigger kwargs before storing
     trigger = Trigger(
         id=str(uuid.uuid4()),
         classpath=classpath,
@@ -72,22 +72,14 @@ async def create(
     return trigger
 
 
-@functools.cache
-def installed_triggers() -> frozenset[str]:
-    """Classpaths of the triggers installed here (entry points: Airlock's own and plugins')."""
-    return frozenset(trigger_entry_points().values())
-
-
 def check_classpath(classpath: str) -> None:
-    """Refuse a classpath inside Airlock's own trigger package that names no trigger there (a typo
+    """Refuse a classpath in Airlock's own trigger namespace that names none of its triggers (a typo
     would otherwise wait for a triggerer to refuse it). Classpaths elsewhere belong to the triggerers'
     allowlists, which only they know; the API never imports them."""
-    if classpath in installed_triggers() or not is_allowed(classpath, DEFAULT_TRIGGER_ALLOWLIST):
+    known = builtin.builtin_classpaths()
+    if classpath in known or not is_allowed(classpath, DEFAULT_TRIGGER_ALLOWLIST):
         return
-    builtin = sorted(c for c in installed_triggers() if is_allowed(c, DEFAULT_TRIGGER_ALLOWLIST))
-    raise Unprocessable(
-        f"unknown trigger class {classpath!r}: the built-in triggers are {', '.join(builtin)}"
-    )
+    raise Unprocessable(f"unknown trigger class {classpath!r}: Airlock's triggers are {', '.join(known)}")
 
 
 def kwargs_of(trigger: Trigger, box: SecretBox) -> dict[str, Any]:
@@ -225,19 +217,9 @@ async def running_per_job(session: AsyncSession) -> dict[str, int]:
     return {job_id: count for job_id, count in rows.all() if job_id}
 
 
-def time_trigger_fire_at(classpath: str, kwargs: dict[str, Any], created_at: datetime) -> datetime | None:
-    """For the built-in time triggers, the moment the workflow's timer fires; None for the others.
-
-    Only Airlock's own time trigger classes are consulted, by name: a user's classpath is never imported.
-    """
-    kinds: dict[str, type[DateTimeTrigger] | type[TimeDeltaTrigger]] = {
-        DATETIME_TRIGGER: DateTimeTrigger,
-        TIMEDELTA_TRIGGER: TimeDeltaTrigger,
-    }
-    kind = kinds.get(classpath)
-    if kind is None:
-        return None
+def fire_at(classpath: str, kwargs: dict[str, Any], created_at: datetime) -> datetime | None:
+    """For Airlock's time triggers, the moment the workflow's timer fires; None for the others."""
     try:
-        return kind.fire_at(kwargs, created_at)
+        return due_moment(classpath, kwargs, created_at)
     except ValueError as exc:
         raise Unprocessable(f"invalid kwargs for {classpath}: {exc}") from None

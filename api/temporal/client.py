@@ -11,24 +11,24 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from airlock import search_attributes as sa
-from airlock.states import ConnectionTestState
-from airlock.workloads import (
-    ConnectionTestInput,
-    SlotRequest,
-    SlotsState,
-    TriggerInput,
+from airlock.codec import make_data_converter
+from airlock.protocol import (
+    ACQUIRE_SIGNAL,
+    KIND_CONNECTION_TEST,
+    KIND_SLOTS,
+    KIND_TRIGGER,
+    RELEASE_SIGNAL,
     connection_test_workflow_id,
     slots_workflow_id,
     trigger_workflow_id,
 )
+from airlock.states import ConnectionTestState
+from airlock.workloads import ConnectionTestInput, SlotRequest, SlotsState, TriggerInput
 from api.core.config import Settings
 from api.db.models import ConnectionTest, Trigger
-from worker.codec import make_data_converter
 from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
 from workflows.slots import ConnectionTestSlotsWorkflow
 from workflows.trigger import TriggerWorkflow
-
-KIND_CONNECTION_TEST = "connection-test"
 
 
 async def connect(settings: Settings) -> Client:
@@ -100,23 +100,20 @@ async def start_connection_test(client: Client, settings: Settings, test: Connec
         SlotsState(capacity=settings.max_connection_test_concurrency, holders=[], waiters=[]),
         id=slots_workflow_id(settings.control_queue),
         task_queue=settings.control_queue,
-        start_signal="acquire",
+        start_signal=ACQUIRE_SIGNAL,
         start_signal_args=[
             SlotRequest(
                 workflow_id, settings.max_connection_test_concurrency, slot_lease_seconds(settings, test)
             )
         ],
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "connection-test-slots")]),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, KIND_SLOTS)]),
     )
 
 
 async def release_slot(client: Client, settings: Settings, workflow_id: str) -> None:
     handle = client.get_workflow_handle(slots_workflow_id(settings.control_queue))
-    await handle.signal(ConnectionTestSlotsWorkflow.release, workflow_id)
-
-
-KIND_TRIGGER = "trigger"
+    await handle.signal(RELEASE_SIGNAL, workflow_id)
 
 
 async def start_trigger(

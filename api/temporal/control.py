@@ -11,18 +11,17 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from airlock.serde import serialize
-from airlock.states import EVENT, TriggerState
-from airlock.workloads import (
+from airlock.protocol import (
     DISPATCH_TRIGGER_ACTIVITY,
     END_TRIGGER_ACTIVITY,
+    EVENT,
     MARK_QUEUED_ACTIVITY,
     RECORD_RESULT_ACTIVITY,
     RECORD_TIMER_FIRED_ACTIVITY,
-    ConnectionTestResult,
-    DispatchTicket,
-    TriggerEnd,
 )
+from airlock.serde import serialize
+from airlock.states import TriggerState
+from airlock.workloads import ConnectionTestRecord, DispatchTicket, TriggerEnd
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.core.security import mint_trigger_token, mint_workload_token
@@ -53,11 +52,9 @@ class ControlActivities:
         return DispatchTicket(token=mint_workload_token(self.settings, test_id, ttl))
 
     @activity.defn(name=RECORD_RESULT_ACTIVITY)
-    async def record_connection_test_result(self, result: ConnectionTestResult) -> bool:
+    async def record_connection_test_result(self, record: ConnectionTestRecord) -> bool:
         async with self.sessions.begin() as session:
-            return await connection_tests.finish(
-                session, self.box, result.test_id, ok=result.ok, message=result.message, worker=result.worker
-            )
+            return await connection_tests.finish(session, self.box, record.test_id, record.outcome)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from api.temporal.client import start_trigger
 
 
 async def launch_trigger(runtime: Runtime, trigger: Trigger) -> None:
-    fire_at = triggers.time_trigger_fire_at(
+    fire_at = triggers.fire_at(
         trigger.classpath, triggers.kwargs_of(trigger, runtime.box), trigger.created_at
     )
     try:

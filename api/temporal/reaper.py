@@ -1,12 +1,15 @@
-"""The reaper: a test whose workflow ended without recording a result still ends, with the reason.
+"""The reapers: a test or trigger whose workflow ended without recording its end still ends, with the
+reason.
 
-Runs in every API replica; ``finish`` is idempotent under a row lock, so replicas cannot clash.
+They run in every API replica; ``finish`` and ``end`` are idempotent under a row lock, so replicas
+cannot clash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,18 +19,31 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistoryEventFilterType
 from temporalio.service import RPCError, RPCStatusCode
 
+from airlock.protocol import KIND_TRIGGER, connection_test_workflow_id, trigger_id_of
 from airlock.states import TriggerState
-from airlock.workloads import ConnectionTestOutcome, connection_test_workflow_id
+from airlock.workloads import ConnectionTestOutcome
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.services import connection_tests, triggers
 from api.services.errors import NotFound
-from api.temporal.client import KIND_TRIGGER, release_slot
+from api.temporal.client import release_slot
 
 log = structlog.get_logger(__name__)
 
 # A row younger than this may belong to a workflow that is being started right now: leave it.
 MIN_AGE_SECONDS = 10.0
+
+
+async def reap_forever(name: str, reap_once: Callable[[], Awaitable[int]], interval: float) -> None:
+    """Run a reaper pass every ``interval`` seconds; a pass that fails is logged and the next one runs."""
+    while True:
+        try:
+            await reap_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("reaper pass failed", reaper=name, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(interval)
 
 
 class ConnectionTestReaper:
@@ -40,13 +56,7 @@ class ConnectionTestReaper:
         self._box = box
 
     async def run_forever(self) -> None:
-        triggers_reaper = TriggerReaper(self._client, self._sessions)
-        while True:
-            with contextlib.suppress(Exception):
-                await self.reap_once()
-            with contextlib.suppress(Exception):
-                await triggers_reaper.reap_once()
-            await asyncio.sleep(self._settings.connection_test_reaper_interval)
+        await reap_forever("connection tests", self.reap_once, self._settings.connection_test_reaper_interval)
 
     async def reap_once(self, older_than: float | None = None) -> int:
         """End tests untouched for ``older_than`` seconds whose workflow is no longer running."""
@@ -59,9 +69,7 @@ class ConnectionTestReaper:
             if verdict is None:
                 continue
             async with self._sessions.begin() as session:
-                changed = await connection_tests.finish(
-                    session, self._box, test_id, ok=verdict.ok, message=verdict.message, worker=verdict.worker
-                )
+                changed = await connection_tests.finish(session, self._box, test_id, verdict)
             if changed:
                 reaped += 1
                 log.warning("reaped connection test", test_id=test_id, reason=verdict.message)
@@ -111,10 +119,16 @@ class TriggerReaper:
     # Visibility lags a little behind the close: look back over the previous pass too.
     OVERLAP = timedelta(minutes=1)
 
-    def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
         self._client = client
+        self._settings = settings
         self._sessions = sessions
         self._since = datetime.now(UTC) - self.LOOKBACK
+
+    async def run_forever(self) -> None:
+        await reap_forever("triggers", self.reap_once, self._settings.trigger_reaper_interval)
 
     async def reap_once(self) -> int:
         started = datetime.now(UTC)
@@ -124,7 +138,7 @@ class TriggerReaper:
         )
         reaped = 0
         async for execution in self._client.list_workflows(query):
-            trigger_id = execution.id.removeprefix("trigger-")
+            trigger_id = trigger_id_of(execution.id)
             async with self._sessions() as session:
                 with contextlib.suppress(NotFound):
                     if TriggerState((await triggers.get(session, trigger_id)).state).is_terminal:

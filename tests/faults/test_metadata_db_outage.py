@@ -22,13 +22,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from airlock.devstack import free_port
-from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
-from airlock.workloads import (
+from airlock.protocol import (
     RECORD_RESULT_ACTIVITY,
     RECORD_TIMER_FIRED_ACTIVITY,
     connection_test_workflow_id,
     trigger_workflow_id,
 )
+from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
 from api.core.security import mint_worker_token, mint_workload_token
 from tests.pgcluster import PgCluster, private_cluster
 from tests.reliability import record

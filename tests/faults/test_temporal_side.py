@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airlock.devstack import temporal_binary
-from airlock.workloads import connection_test_workflow_id
+from airlock.protocol import connection_test_workflow_id
 from api.temporal.client import connect
 from tests.faults.support import clock, poll, spread, states, wait_running
 from tests.reliability import record

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
+from airlock.execution import MAX_PAYLOAD_CHARS
 from airlock.version import EXECUTION_API_VERSIONS, LATEST_EXECUTION_API_VERSION
 from api.execution.app import OPENAPI_DIR
-from api.execution.datamodels import MAX_PAYLOAD_CHARS
 from tests.hostile.conftest import WAITING_TRIGGER, Seeded
 from tests.reliability import record
 from tests.stack import unique

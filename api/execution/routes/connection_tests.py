@@ -5,11 +5,12 @@ from typing import Any
 from cadwyn import VersionedAPIRouter
 from fastapi import status
 
+from airlock.execution import ConnectionTestConnection, ConnectionTestStatePatch
 from airlock.states import ConnectionTestState
+from airlock.workloads import ConnectionTestOutcome
 from api.deps import RuntimeDep, SessionDep
-from api.execution.datamodels import ConnectionTestConnection, ConnectionTestStatePatch
 from api.execution.security import TestTokenDep
-from api.services import connection_tests
+from api.services import connection_tests, connections
 from api.services.errors import Conflict
 
 router = VersionedAPIRouter(prefix="/connection-tests", tags=["connection tests"])
@@ -26,7 +27,7 @@ async def get_connection(
 ) -> ConnectionTestConnection:
     """The decrypted connection fields of the test the token was minted for."""
     test = await connection_tests.get(session, test_id)
-    fields = connection_tests.fields_of(test, runtime.box)
+    fields = connections.fields_of(test, runtime.box)
     return ConnectionTestConnection.model_validate(fields.model_dump(by_alias=True))
 
 
@@ -46,13 +47,9 @@ async def patch_state(
     if body.state == ConnectionTestState.RUNNING:
         await connection_tests.mark_running(session, test_id, body.worker)
         return
-    recorded = await connection_tests.finish(
-        session,
-        runtime.box,
-        test_id,
-        ok=body.state == ConnectionTestState.SUCCESS,
-        message=body.result_message or "",
-        worker=body.worker,
+    outcome = ConnectionTestOutcome(
+        ok=body.state == ConnectionTestState.SUCCESS, message=body.result_message or "", worker=body.worker
     )
+    recorded = await connection_tests.finish(session, runtime.box, test_id, outcome)
     if not recorded:
         raise Conflict(f"connection test {test_id} already ended")

@@ -5,8 +5,8 @@ from typing import Any
 from cadwyn import VersionedAPIRouter
 from fastapi import status
 
+from airlock.execution import JobRegistered, JobRegistration
 from api.deps import SessionDep
-from api.execution.datamodels import JobRegistered, JobRegistration
 from api.execution.security import WorkerDep
 from api.services import jobs
 

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 from cadwyn import VersionedAPIRouter
 
+from airlock.execution import Deferred, TaskInstanceDefer
 from api.db.models import utcnow
 from api.deps import RuntimeDep
-from api.execution.datamodels import Deferred, TaskInstanceDefer
 from api.execution.security import TaskInstanceTokenDep
 from api.services import task_instances
 from api.temporal.launch import launch_trigger

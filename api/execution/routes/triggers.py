@@ -6,15 +6,15 @@ from cadwyn import VersionedAPIRouter
 from fastapi import HTTPException, status
 
 from airlock.connection import ConnectionFields
-from airlock.states import TriggerState
-from api.deps import RuntimeDep, SessionDep
-from api.execution.datamodels import (
+from airlock.execution import (
     TriggerClaim,
     TriggerEventBody,
     TriggerFailureBody,
     TriggerLogBatch,
     TriggerWorkload,
 )
+from airlock.states import TriggerState
+from api.deps import RuntimeDep, SessionDep
 from api.execution.security import TriggerTokenDep
 from api.services import connections, triggers
 
@@ -79,4 +79,4 @@ async def get_connection(
     trigger = await triggers.get(session, trigger_id)
     if connection_id not in triggers.named_connections(triggers.kwargs_of(trigger, runtime.box)):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this trigger's kwargs do not name that connection")
-    return connections.to_fields(await connections.get(session, connection_id), runtime.box)
+    return connections.fields_of(await connections.get(session, connection_id), runtime.box)

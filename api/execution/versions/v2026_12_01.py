@@ -8,7 +8,7 @@ from typing import Literal
 
 from cadwyn import VersionChange, endpoint, schema
 
-from api.execution.datamodels import JobRegistration
+from airlock.execution import JobRegistration
 
 TRIGGER_ROUTES = (
     ("/triggers/{trigger_id}/workload", ["POST"]),

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, status
 
 from airlock.states import ConnectionTestState
+from airlock.workloads import ConnectionTestOutcome
 from api.db.models import ConnectionTest
 from api.deps import RuntimeDep, SessionDep
 from api.public.datamodels import (
@@ -43,13 +44,8 @@ async def enqueue_test(body: ConnectionTestRequest, runtime: RuntimeDep) -> Conn
         await start_connection_test(runtime.temporal, runtime.settings, test)
     except Exception as exc:
         async with runtime.sessions.begin() as session:
-            await connection_tests.finish(
-                session,
-                runtime.box,
-                test.id,
-                ok=False,
-                message=f"could not start its workflow: {type(exc).__name__}",
-            )
+            outcome = ConnectionTestOutcome(False, f"could not start its workflow: {type(exc).__name__}")
+            await connection_tests.finish(session, runtime.box, test.id, outcome)
         raise Unavailable(f"Temporal is unreachable; test {test.id} was recorded as failed") from None
     return to_response(test)
 

@@ -1,15 +1,29 @@
-"""Wire models of the Execution API (the head version; older versions are derived by Cadwyn)."""
+"""Wire models of the Execution API, one definition each: the API validates requests with them (the
+head version; Cadwyn derives the older ones) and the worker's client builds its requests from them."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from airlock.connection import ConnectionFields, check_extra
+from airlock.protocol import EventType
 from airlock.validation import Moment, Text, TimeoutSeconds, check_next_kwargs
+
+# Limits a client truncates to before sending (the server refuses anything longer).
+MAX_RESULT_MESSAGE_CHARS = 10_000
+MAX_ERROR_CHARS = 10_000
+MAX_TRACEBACK_CHARS = 100_000
+MAX_LOG_MESSAGE_CHARS = 10_000
+MAX_LOG_LINES = 1000
+MAX_PAYLOAD_CHARS = 256 * 1024
+# A trigger's kwargs: stored encrypted, sent to its triggerer; as small and shallow as an extra.
+TriggerKwargs = Annotated[dict[str, Any], AfterValidator(lambda v: check_extra(v, "kwargs"))]
+CLASSPATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+METHOD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class StrictModel(BaseModel):
@@ -22,12 +36,15 @@ class ConnectionTestConnection(ConnectionFields):
 
 class ConnectionTestStatePatch(StrictModel):
     state: Literal["running", "success", "failed"]
-    result_message: Text | None = Field(None, max_length=10_000)
+    result_message: Text | None = Field(None, max_length=MAX_RESULT_MESSAGE_CHARS)
     worker: Text | None = Field(None, max_length=500)
 
 
+JobKind = Literal["worker", "triggerer"]
+
+
 class JobRegistration(StrictModel):
-    kind: Literal["worker", "triggerer"] = "worker"
+    kind: JobKind = "worker"
     hostname: Text = Field(max_length=500)
     queues: list[Text] = Field(min_length=1, max_length=100)
     conn_types: list[Text] = Field(default_factory=list, max_length=200)
@@ -36,9 +53,6 @@ class JobRegistration(StrictModel):
 
 class JobRegistered(BaseModel):
     id: str
-
-
-MAX_PAYLOAD_CHARS = 256 * 1024
 
 
 class TriggerClaim(StrictModel):
@@ -55,19 +69,30 @@ class TriggerWorkload(BaseModel):
     timeout_at: datetime | None
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> None:
+    raise _NotJSON(f"payload holds {name}, which JSON does not allow")
+
+
 def _json_text(value: str) -> str:
-    # Checked for JSON syntax only: the payload is stored as text and never turned back into objects here.
+    # Checked for strict JSON syntax only (no NaN or Infinity, which would break next_kwargs): the payload
+    # is stored as text and never turned back into objects here.
     try:
-        json.loads(value)
+        json.loads(value, parse_constant=_refuse_constant)
     except RecursionError:
         raise ValueError("payload is nested too deeply to be parsed") from None
+    except _NotJSON:
+        raise
     except ValueError:
         raise ValueError("payload must be JSON text (the serialized event envelope)") from None
     return value
 
 
 class TriggerEventBody(StrictModel):
-    event_type: Literal["event", "task_success", "task_failed", "task_skipped"] = "event"
+    event_type: EventType = "event"
     payload: Text = Field(
         max_length=MAX_PAYLOAD_CHARS, description="the worker's serialized envelope (JSON text)"
     )
@@ -76,34 +101,32 @@ class TriggerEventBody(StrictModel):
 
 
 class TriggerFailureBody(StrictModel):
-    error: Text = Field(max_length=10_000)
-    traceback: Text | None = Field(None, max_length=100_000)
+    error: Text = Field(max_length=MAX_ERROR_CHARS)
+    traceback: Text | None = Field(None, max_length=MAX_TRACEBACK_CHARS)
 
 
 class LogLine(StrictModel):
     timestamp: Moment
     level: Text = Field(max_length=10)
-    message: Text = Field(max_length=10_000)
+    message: Text = Field(max_length=MAX_LOG_MESSAGE_CHARS)
 
 
 class TriggerLogBatch(StrictModel):
     job_id: Text | None = Field(None, max_length=36)
     triggerer: Text | None = Field(None, max_length=500)
-    lines: list[LogLine] = Field(max_length=1000)
+    lines: list[LogLine] = Field(max_length=MAX_LOG_LINES)
 
 
 class TriggerSpec(StrictModel):
-    classpath: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=1000)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    classpath: str = Field(pattern=CLASSPATH_PATTERN, max_length=1000)
+    kwargs: TriggerKwargs = Field(default_factory=dict)
     queue: Text | None = Field(None, max_length=200)
-
-    _kwargs = field_validator("kwargs")(lambda v: check_extra(v, "kwargs"))
 
 
 class TaskInstanceDefer(StrictModel):
     state: Literal["deferred"]
     trigger: TriggerSpec
-    next_method: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
+    next_method: str = Field(pattern=METHOD_NAME_PATTERN, max_length=200)
     next_kwargs: dict[str, Any] | None = None
     trigger_timeout: TimeoutSeconds | None = Field(None, description="seconds")
 

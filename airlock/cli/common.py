@@ -1,0 +1,78 @@
+"""What every ``airlock`` command shares: exit statuses, the API's address and token, plain output.
+
+Text that comes from the server (a test's message, a trigger's log line, an error's detail) is printed
+as it is: never read as markup, never cut.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+
+from airlock.errors import error_detail
+
+EXIT_OK, EXIT_TEST_FAILED, EXIT_ERROR = 0, 1, 2
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+
+out = Console(highlight=False, markup=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+ApiUrl = Annotated[
+    str,
+    typer.Option(
+        "--api-url", envvar="AIRLOCK_API_URL", help="Where the Airlock API answers.", show_default=True
+    ),
+]
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err.print(f"airlock: {message}")
+    raise typer.Exit(code)
+
+
+def api_token() -> str:
+    """``AIRLOCK_API_TOKEN``, or the dev stack's admin token when running next to ``airlock dev``."""
+    token = os.environ.get("AIRLOCK_API_TOKEN")
+    if token:
+        return token
+    dev_token = Path(os.environ.get("AIRLOCK_STATE_DIR", ".airlock")) / "admin.token"
+    if dev_token.exists():
+        return dev_token.read_text().strip()
+    fail("no API token: set AIRLOCK_API_TOKEN (or run next to `airlock dev`)")
+
+
+@contextmanager
+def public_api(api_url: str) -> Iterator[httpx.Client]:
+    """The public API with the admin token; an API that cannot be reached is a clean exit 2."""
+    headers = {"Authorization": f"Bearer {api_token()}"}
+    try:
+        with httpx.Client(base_url=api_url, headers=headers, timeout=15) as client:
+            yield client
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the API at {api_url}: {type(exc).__name__}")
+
+
+def checked(response: httpx.Response, doing: str) -> Any:
+    """The JSON body of a successful answer; otherwise exit 2 with what the API said."""
+    if response.status_code < 400:
+        return response.json() if response.content else None
+    try:
+        detail = error_detail(response.json())
+    except ValueError:
+        detail = response.text[:300]
+    fail(f"{doing} failed: {response.status_code} {response.reason_phrase}: {detail}")
+
+
+def leave(code: int) -> NoReturn:
+    """Exit at once. Temporal's SDK can abort in PyGILState_Release at interpreter exit: flush, then go."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,59 @@
+"""The names both sides of Temporal agree on: workflow ids, activity and signal names, error types,
+event types, the kinds shown in the Temporal UI. Changing one is a protocol change: old workers and
+running workflows still use the old name."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# Activities. The first and RUN_TRIGGER run on workers of the user's queue; the others on the API's
+# control queue, where the database is.
+CONNECTION_TEST_ACTIVITY = "run_connection_test"
+MARK_QUEUED_ACTIVITY = "mark_connection_test_queued"
+RECORD_RESULT_ACTIVITY = "record_connection_test_result"
+RUN_TRIGGER_ACTIVITY = "run_trigger"
+DISPATCH_TRIGGER_ACTIVITY = "dispatch_trigger"
+RECORD_TIMER_FIRED_ACTIVITY = "record_timer_fired"
+END_TRIGGER_ACTIVITY = "end_trigger"
+
+# Signals of the connection-test semaphore: a test asks with ACQUIRE, the semaphore answers with
+# SLOT_GRANTED, the test gives the slot back with RELEASE.
+ACQUIRE_SIGNAL = "acquire"
+SLOT_GRANTED_SIGNAL = "slot_granted"
+RELEASE_SIGNAL = "release"
+
+# ApplicationError types that cross from workers to workflows.
+API_REJECTED_ERROR = "ExecutionAPIRejected"  # a 4xx: retrying will not help
+API_UNAVAILABLE_ERROR = "ExecutionAPIUnavailable"  # a 5xx or no answer: Temporal retries
+TRIGGER_FAILED_ERROR = "TriggerFailed"  # the trigger itself raised
+TRIGGER_NOT_ALLOWED_ERROR = "TriggerNotAllowed"  # outside the triggerer's allowlist
+
+# A trigger's event type: EVENT resumes the task instance, the terminal ones end it directly.
+EventType = Literal["event", "task_success", "task_failed", "task_skipped"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+EVENT, TASK_SUCCESS, TASK_FAILED, TASK_SKIPPED = EVENT_TYPES
+TERMINAL_EVENT_TYPES = frozenset({TASK_SUCCESS, TASK_FAILED, TASK_SKIPPED})
+# The method a task instance resumes in when its trigger failed or timed out.
+FAIL_METHOD = "__fail__"
+
+# Values of the AirlockKind search attribute.
+KIND_CONNECTION_TEST = "connection-test"
+KIND_SLOTS = "connection-test-slots"
+KIND_TRIGGER = "trigger"
+
+
+def slots_workflow_id(control_queue: str) -> str:
+    """One semaphore per deployment, named after its control queue."""
+    return f"{control_queue}-connection-test-slots"
+
+
+def connection_test_workflow_id(test_id: str) -> str:
+    return f"connection-test-{test_id}"
+
+
+def trigger_workflow_id(trigger_id: str) -> str:
+    return f"trigger-{trigger_id}"
+
+
+def trigger_id_of(workflow_id: str) -> str:
+    return workflow_id.removeprefix("trigger-")

@@ -1,0 +1,56 @@
+"""Settings every Temporal client of Airlock reads (``AIRLOCK_*``): the API and the workers alike."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from airlock.codec import EncryptionCodec, make_codec
+
+
+class TemporalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    payload_key: str = Field(default="", repr=False)
+    payload_key_id: str = "k1"
+    # Keys that still decrypt old payloads after a rotation, as {"key id": "base64 key"}.
+    payload_old_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    def __repr_args__(self) -> Any:
+        # repr() and str() of settings (a log line, a traceback) show URLs without their password:
+        # a database URL, an API URL with userinfo.
+        for name, value in super().__repr_args__():
+            yield name, hide_url_password(value) if isinstance(value, str) else value
+
+    def codec(self) -> EncryptionCodec:
+        if not self.payload_key:
+            raise ValueError("AIRLOCK_PAYLOAD_KEY is not set: payloads must be encrypted")
+        return make_codec(self.payload_key_id, self.payload_key, self.payload_old_keys.items())
+
+
+def split_list(value: object) -> object:
+    """A comma-separated environment value as a list: ``AIRLOCK_QUEUES=net-a,net-b``."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def hide_url_password(value: str) -> str:
+    """``scheme://user:***@host/...`` for a URL with a password; anything else unchanged."""
+    if "://" not in value or "@" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()

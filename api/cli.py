@@ -1,0 +1,79 @@
+"""The API host's commands: ``airlock api``, ``airlock db upgrade``, ``airlock tokens worker``.
+
+Registered through the ``airlock.commands`` entry points and loaded only when one of them runs: the
+API's dependencies stay out of every other ``airlock`` command (a worker above all).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from airlock.cli.common import fail
+
+if TYPE_CHECKING:
+    from api.core.config import Settings
+
+
+def _settings() -> Settings:
+    try:
+        from pydantic import ValidationError
+
+        from api.core.config import Settings
+    except ImportError as exc:
+        fail(f"the API is not installed here ({exc.name} is missing): pip install 'airlock[api]'")
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"AIRLOCK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid configuration: {problems}")
+
+
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    migrate: Annotated[bool, typer.Option(help="Apply database migrations before serving.")] = True,
+) -> None:
+    """Run the API: public API, Execution API, codec endpoints and the control worker."""
+    settings = _settings()
+    from api.main import serve
+
+    serve(settings, host, port, migrate=migrate)
+
+
+def db_upgrade() -> None:
+    """Apply the database migrations (the API also does at start, unless --no-migrate)."""
+    settings = _settings()
+    from api.db.migrate import upgrade
+
+    upgrade(settings.database_url)
+
+
+def worker_token(
+    name: Annotated[str, typer.Option(help="The worker's name, recorded on its jobs.")],
+    days: Annotated[int, typer.Option(min=1, help="Days the credential stays valid.")] = 365,
+) -> None:
+    """Mint a worker's credential and print it (hand it to the worker as AIRLOCK_WORKER_TOKEN)."""
+    settings = _settings()
+    settings.require_secrets("jwt_secret")
+    from api.core.security import mint_worker_token
+
+    print(mint_worker_token(settings, name, ttl_seconds=days * 86400))
+
+
+def _group(help_text: str) -> typer.Typer:
+    # A callback keeps a one-command group a group (`airlock db upgrade`, not `airlock db`).
+    group = typer.Typer(help=help_text, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+    group.callback()(lambda: None)
+    return group
+
+
+api_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+api_app.command("api")(api)
+db_app = _group("The metadata database.")
+db_app.command("upgrade")(db_upgrade)
+tokens_app = _group("Credentials, minted on the API host.")
+tokens_app.command("worker")(worker_token)

@@ -1,0 +1,42 @@
+"""The worker host's command: ``airlock worker``. Registered through the ``airlock.commands`` entry
+points and loaded only when it runs; the Temporal SDK and the drivers load after that."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+
+def worker(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(help="A task queue to serve; repeat for more (default: AIRLOCK_QUEUES, or 'default')."),
+    ] = None,
+    triggerer: Annotated[
+        bool, typer.Option(help="Run triggers instead of connection tests (default queue: 'triggers').")
+    ] = False,
+    capacity: Annotated[
+        int | None, typer.Option(min=1, help="With --triggerer: triggers run at once (default 1000).")
+    ] = None,
+) -> None:
+    """Run a worker serving one or more task queues, with this host's credential (AIRLOCK_WORKER_TOKEN)."""
+    import asyncio
+
+    from worker.config import WorkerSettings
+    from worker.main import run_worker
+
+    settings = WorkerSettings()
+    updates: dict[str, object] = {"queues": queue} if queue else {}
+    if triggerer:
+        updates["triggerer"] = True
+        if "queues" not in updates and "AIRLOCK_QUEUES" not in os.environ:
+            updates["queues"] = ["triggers"]
+    if capacity is not None:
+        updates["capacity"] = capacity
+    asyncio.run(run_worker(WorkerSettings.model_validate({**settings.model_dump(), **updates})))
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+app.command("worker")(worker)
