@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from airlock.connection import ConnectionFields, check_extra
-from airlock.protocol import EventType
+from airlock.protocol import EVENT, EventType
 from airlock.validation import Moment, Text, TimeoutSeconds, check_next_kwargs
 
 # Limits a client truncates to before sending (the server refuses anything longer).
@@ -92,7 +92,7 @@ def _json_text(value: str) -> str:
 
 
 class TriggerEventBody(StrictModel):
-    event_type: EventType = "event"
+    event_type: EventType = EVENT
     payload: Text = Field(
         max_length=MAX_PAYLOAD_CHARS, description="the worker's serialized envelope (JSON text)"
     )

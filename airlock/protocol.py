@@ -35,6 +35,8 @@ EVENT, TASK_SUCCESS, TASK_FAILED, TASK_SKIPPED = EVENT_TYPES
 TERMINAL_EVENT_TYPES = frozenset({TASK_SUCCESS, TASK_FAILED, TASK_SKIPPED})
 # The method a task instance resumes in when its trigger failed or timed out.
 FAIL_METHOD = "__fail__"
+# Where the API splices the event's payload into a resumed task instance's next_kwargs.
+EVENT_KWARG = "event"
 
 # Values of the AirlockKind search attribute.
 KIND_CONNECTION_TEST = "connection-test"

@@ -69,6 +69,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
+from airlock.protocol import EVENT_KWARG
+
 ENVELOPE_VERSION = 1
 ENVELOPE_KEY = "__airlock_serde__"
 TYPE_KEY = "__type__"
@@ -120,9 +122,9 @@ def load_next_kwargs(text: str | None, allowed_classes: Sequence[str]) -> dict[s
     kwargs = json.loads(text)
     if not isinstance(kwargs, dict):
         raise DeserializationError("next_kwargs must be a JSON object")
-    event = kwargs.get("event")
+    event = kwargs.get(EVENT_KWARG)
     if isinstance(event, dict) and ENVELOPE_KEY in event:
-        kwargs["event"] = deserialize(json.dumps(event), allowed_classes)
+        kwargs[EVENT_KWARG] = deserialize(json.dumps(event), allowed_classes)
     return kwargs
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock import triggers as builtin
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, is_allowed
-from airlock.protocol import FAIL_METHOD
+from airlock.protocol import EVENT_KWARG, FAIL_METHOD
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
 from airlock.timers import due_moment
 from api.core.crypto import SecretBox
@@ -176,7 +176,7 @@ def splice_event(next_kwargs: str | None, payload: str) -> str:
     """Put the worker's payload text in as ``next_kwargs["event"]`` without decoding either."""
     body = (next_kwargs or "{}").strip()
     rest = body[1:-1].strip()
-    return '{"event": ' + payload + (", " + rest if rest else "") + "}"
+    return "{" + json.dumps(EVENT_KWARG) + ": " + payload + (", " + rest if rest else "") + "}"
 
 
 async def add_logs(
