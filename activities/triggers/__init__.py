@@ -13,27 +13,11 @@ import re
 from collections.abc import Sequence
 
 from airlock.plugins import is_allowed
-from airlock.sdk.triggers import (
-    BaseTrigger,
-    PollingTrigger,
-    TaskFailedEvent,
-    TaskSkippedEvent,
-    TaskSuccessEvent,
-    TriggerContext,
-    TriggerEvent,
-)
+from airlock.sdk import triggers as sdk
+from airlock.sdk.triggers import *  # noqa: F403
+from airlock.sdk.triggers import BaseTrigger
 
-__all__ = [
-    "BaseTrigger",
-    "PollingTrigger",
-    "TaskFailedEvent",
-    "TaskSkippedEvent",
-    "TaskSuccessEvent",
-    "TriggerContext",
-    "TriggerEvent",
-    "TriggerNotAllowed",
-    "load_trigger_class",
-]
+__all__ = [*sdk.__all__, "TriggerNotAllowed", "load_trigger_class"]
 
 _CLASSPATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 

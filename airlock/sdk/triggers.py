@@ -19,6 +19,18 @@ from airlock.secrets import scrub, sensitive_values
 if TYPE_CHECKING:
     from airlock.connection import ConnectionFields
 
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "BaseTrigger",
+    "PollingTrigger",
+    "TaskFailedEvent",
+    "TaskSkippedEvent",
+    "TaskSuccessEvent",
+    "TriggerContext",
+    "TriggerEvent",
+    "positive_seconds",
+]
+
 DEFAULT_POLL_INTERVAL = 5.0
 
 
