@@ -5,16 +5,19 @@ would hand out a 2xx for a write that never landed."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from airlock.execution import TriggerEventBody
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
 from api.core.security import mint_trigger_token, mint_worker_token, mint_workload_token
 from api.db.session import sync_url
 from tests.stack import Stack, unique
+from worker.client import ExecutionAPIClient, ExecutionAPIError
 
 POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -169,3 +172,43 @@ async def test_trigger_event_whose_commit_fails_is_retried_and_applied_once(
     assert json.loads(resumed["next_kwargs"]) == {"event": {"__airlock_serde__": 1, "value": 7}, "kept": 1}
     assert trigger["state"] == "fired"
     assert commit_failures.failures("fail_event") == 2
+
+
+@POSTGRES
+async def test_the_worker_client_retries_a_failed_commit_until_it_lands(make_stack, commit_failures) -> None:
+    """The typed Execution API client rides out 5xx answers (here: commits that fail) and lands the
+    event once; a refusal (4xx) is raised at once, marked as not worth retrying."""
+    stack: Stack = await make_stack()
+    async with stack.client() as client:
+        deferred = await client.post(
+            "/api/v2/task-instances",
+            json={
+                "dag_id": "dag",
+                "run_id": unique("run"),
+                "task_id": "wait",
+                "defer": {
+                    "classpath": "airlock.triggers.FileTrigger",
+                    "kwargs": {"filepath": "/nonexistent/client-test"},
+                    "queue": unique("nobody"),
+                    "next_method": "resume",
+                },
+            },
+        )
+        assert deferred.status_code == 201, deferred.text
+        ti = deferred.json()
+    commit_failures.arm("fail_client_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=2)
+    retries: list[int] = []
+    token = mint_trigger_token(stack.settings, ti["trigger_id"], 300)
+    event = TriggerEventBody(payload='{"__airlock_serde__": 1, "value": "x"}')
+    async with ExecutionAPIClient(
+        stack.api.url, token, retry_for=30, on_retry=lambda: retries.append(1)
+    ) as api:
+        await api.triggers.post_event(ti["trigger_id"], event)
+        with pytest.raises(ExecutionAPIError) as refused:
+            await api.triggers.post_event(str(uuid.uuid4()), event)
+    assert len(retries) == 2 and commit_failures.failures("fail_client_event") == 3
+    assert refused.value.status_code == 403 and not refused.value.retryable
+    async with stack.client() as client:
+        resumed = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
+    assert resumed["state"] == "scheduled"
+    assert json.loads(resumed["next_kwargs"]) == {"event": {"__airlock_serde__": 1, "value": "x"}}
