@@ -189,27 +189,35 @@ def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
             f"the {process.name} did not register with the API",
         )
 
-    ui = (
-        "off (headless)"
-        if temporal.get("headless")
-        else f"http://{temporal_host}:{temporal.get('ui_port', 8233)}"
-    )
-    print(
+    print(banner(config, launcher()), flush=True)
+
+
+def banner(config: dict[str, Any], airlock: str) -> str:
+    """What ``airlock dev`` prints once the stack is up; ``airlock`` is how to run the CLI from here."""
+    temporal, api = config["temporal"], config["api"]
+    triggerer = config.get("triggerer")
+    state_dir = Path(config.get("state_dir", ".airlock"))
+    temporal_host = temporal.get("ip", "127.0.0.1")
+    ui = f"http://{temporal_host}:{temporal.get('ui_port', 8233)}"
+    if temporal.get("headless"):
+        ui = "off (headless)"
+    queues = ", ".join(config.get("worker", {}).get("queues", ["default"]))
+    trigger_queues = ", ".join(triggerer.get("queues", ["triggers"])) if triggerer else "-"
+    return (
         f"Airlock is up.\n"
-        f"  API          {api_url}/docs\n"
+        f"  API          http://{api['host']}:{api['port']}/docs\n"
         f"  Temporal UI  {ui}\n"
-        f"  Temporal     {temporal_address}\n"
-        f"  worker       queues {', '.join(queues)}\n"
-        f"  triggerer    queues {', '.join(trigger_queues) if triggerer else '-'}\n"
+        f"  Temporal     {temporal_host}:{temporal.get('port', 7233)}\n"
+        f"  worker       queues {queues}\n"
+        f"  triggerer    queues {trigger_queues}\n"
         f"  API token    {state_dir / 'admin.token'} (the CLI reads it from there)\n"
-        f"  logs         {stack.logs}/\n"
-        f"Try: {_launcher()} connections test --uri tcp://{api['host']}:{api['port']}\n"
-        f"Ctrl-C stops everything.",
-        flush=True,
+        f"  logs         {state_dir / 'logs'}/\n"
+        f"Try: {airlock} connections test --uri tcp://{api['host']}:{api['port']}\n"
+        f"Ctrl-C stops everything."
     )
 
 
-def _launcher() -> str:
+def launcher() -> str:
     """How to run ``airlock`` from here: the script next to this interpreter, as short as it gets."""
     script = Path(sys.executable).parent / "airlock"
     if not script.exists():
