@@ -13,6 +13,7 @@ from pathlib import Path
 
 from airlock.dev import banner
 from airlock.devstack import DEFAULT_CONFIG, load_config
+from tests import secret_scan
 from tests.stack import Stack, unique
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ async def test_quick_start_examples_run_as_written(make_stack, tmp_path: Path) -
             f"{command}\nexited {proc.returncode}, README says {status}:\n{output.decode()}"
         )
         assert b"Traceback" not in output, output.decode()
+        assert not secret_scan.SESSION.check_output(output.decode(), f"README: {command[:40]}"), output
 
     # What the block says it did, it did: the connection was saved, the trigger fired on the triggerer.
     async with stack.client() as client:
