@@ -1,141 +1,275 @@
-"""``airlock dev``: the Temporal dev server, the API and one worker, on their embedded defaults."""
+"""``airlock dev``: the Temporal dev server, the API, a worker and a triggerer, on their embedded defaults.
+
+The stack's processes run in their own process group: a terminal's Ctrl-C reaches ``airlock dev`` alone,
+which then stops them in the reverse order of their start (workers while the API can still record
+that they left, the API while Temporal still answers it). Each also gets SIGTERM if ``airlock dev``
+itself dies, so none outlives it.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from airlock.devstack import api_env, ensure_secrets, load_config, temporal_command, wait_for_port, worker_env
+from airlock.devstack import api_env, ensure_secrets, load_config, temporal_command, worker_env
+
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 20.0
+PR_SET_PDEATHSIG = 1
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) during the start: stop what runs, and that is a success."""
+
+
+class StackFailed(Exception):
+    """A process of the stack could not start or died on its own; the message says which and why."""
+
+
+@dataclass
+class StackProcess:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def ended(self) -> str:
+        code = self.popen.returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+        return f"the {self.name} exited on its own ({how}); its log: {self.log}{_tail(self.log)}"
+
+
+def _tail(log: Path, lines: int = 5) -> str:
+    try:
+        last = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n    {line}" for line in last)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when ``airlock dev`` dies, however it dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class DevStack:
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.processes: list[StackProcess] = []
+        self.stop_requested = False
+
+    def request_stop(self, *_: object) -> None:
+        self.stop_requested = True
+
+    def start(self, key: str, name: str, command: list[str], env: dict[str, str]) -> StackProcess:
+        """Start one process, ``name`` in messages and its output in ``logs/<key>.log``."""
+        log_path = self.logs / f"{key}.log"
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=_die_with_parent,
+            )
+        process = StackProcess(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def check(self) -> None:
+        """Raise for a stop request first (a process exiting after Ctrl-C is stopping, not failing),
+        then for any process that ended."""
+        if self.stop_requested:
+            raise Interrupted
+        for process in self.processes:
+            if process.popen.poll() is not None:
+                raise StackFailed(process.ended())
+
+    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise StackFailed(f"{what} within {timeout:.0f} s; logs: {self.logs}/")
+            time.sleep(0.2)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            if process.popen.poll() is None:
+                process.popen.send_signal(signal.SIGTERM)
+                try:
+                    process.popen.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.popen.kill()
+                    process.popen.wait()
 
 
 def run_dev(config_path: Path) -> int:
     config = load_config(config_path)
     state_dir = Path(config.get("state_dir", ".airlock"))
+    logs = state_dir / "logs"
+    stack = DevStack(logs)
+    signal.signal(signal.SIGINT, stack.request_stop)
+    signal.signal(signal.SIGTERM, stack.request_stop)
+    try:
+        _start(stack, config, state_dir)
+        while True:
+            stack.check()
+            time.sleep(0.2)
+    except Interrupted:
+        print("Stopping…", flush=True)
+        stack.stop_all()
+        print("Airlock stopped.", flush=True)
+        return 0
+    except StackFailed as exc:
+        print(f"airlock dev: {exc}", file=sys.stderr, flush=True)
+        print("Stopping the rest of the stack.", file=sys.stderr, flush=True)
+        stack.stop_all()
+        return 2
+    finally:
+        stack.stop_all()
+
+
+def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
     dev = ensure_secrets(state_dir)
+    stack.logs.mkdir(exist_ok=True)
     temporal, api, worker = config["temporal"], config["api"], config.get("worker", {})
-    temporal_address = f"{temporal.get('ip', '127.0.0.1')}:{temporal.get('port', 7233)}"
+    triggerer = config.get("triggerer")
+    temporal_host, temporal_port = str(temporal.get("ip", "127.0.0.1")), int(temporal.get("port", 7233))
+    temporal_address = f"{temporal_host}:{temporal_port}"
     api_url = f"http://{api['host']}:{api['port']}"
     env = api_env(dev, temporal_address=temporal_address, database_url=api["database_url"])
+    airlock = [sys.executable, "-m", "airlock.cli"]
+
+    stack.start("temporal", "Temporal dev server", temporal_command(temporal, dev.codec_token), env)
+    stack.wait_until(
+        partial(_listening, temporal_host, temporal_port), f"nothing listens on {temporal_address}"
+    )
+    stack.start("api", "API", [*airlock, "api", "--host", api["host"], "--port", str(api["port"])], env)
+    stack.wait_until(lambda: _healthy(api_url), f"the API at {api_url} did not become healthy")
     worker_token = _worker_token(env, state_dir)
-    logs = state_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str, command: list[str], process_env: dict[str, str]) -> None:
-        log = open(logs / f"{name}.log", "ab")
-        procs.append(subprocess.Popen(command, env=process_env, stdout=log, stderr=subprocess.STDOUT))
+    def start_worker(name: str, queues: list[str], *flags: str) -> StackProcess:
+        process_env = worker_env(
+            payload_key=dev.payload_key,
+            worker_token=worker_token,
+            temporal_address=temporal_address,
+            api_url=api_url,
+            queues=queues,
+        )
+        return stack.start(name, name, [*airlock, "worker", *flags], process_env)
 
-    stop = False
+    queues = list(worker.get("queues", ["default"]))
+    workers = [start_worker("worker", queues)]
+    trigger_queues = list((triggerer or {}).get("queues", ["triggers"]))
+    if triggerer:
+        capacity = str(triggerer.get("capacity", 1000))
+        workers.append(start_worker("triggerer", trigger_queues, "--triggerer", "--capacity", capacity))
+    # "Up" means a test or trigger submitted now finds a live worker for its queue.
+    for process in workers:
+        stack.wait_until(
+            partial(_registered, api_url, dev.admin_token, process.popen.pid),
+            f"the {process.name} did not register with the API",
+        )
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+    print(banner(config, launcher()), flush=True)
 
-    # Ctrl-C reaches every process of the stack at once (one process group): the ones that exit
-    # because of it are stopping, not failing.
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+
+def banner(config: dict[str, Any], airlock: str) -> str:
+    """What ``airlock dev`` prints once the stack is up; ``airlock`` is how to run the CLI from here."""
+    temporal, api = config["temporal"], config["api"]
+    triggerer = config.get("triggerer")
+    state_dir = Path(config.get("state_dir", ".airlock"))
+    temporal_host = temporal.get("ip", "127.0.0.1")
+    ui = f"http://{temporal_host}:{temporal.get('ui_port', 8233)}"
+    if temporal.get("headless"):
+        ui = "off (headless)"
+    queues = ", ".join(config.get("worker", {}).get("queues", ["default"]))
+    trigger_queues = ", ".join(triggerer.get("queues", ["triggers"])) if triggerer else "-"
+    return (
+        f"Airlock is up.\n"
+        f"  API          http://{api['host']}:{api['port']}/docs\n"
+        f"  Temporal UI  {ui}\n"
+        f"  Temporal     {temporal_host}:{temporal.get('port', 7233)}\n"
+        f"  worker       queues {queues}\n"
+        f"  triggerer    queues {trigger_queues}\n"
+        f"  API token    {state_dir / 'admin.token'} (the CLI reads it from there)\n"
+        f"  logs         {state_dir / 'logs'}/\n"
+        f"Try: {airlock} connections test --uri tcp://{api['host']}:{api['port']}\n"
+        f"Ctrl-C stops everything."
+    )
+
+
+def launcher() -> str:
+    """How to run ``airlock`` from here: the script next to this interpreter, as short as it gets."""
+    script = Path(sys.executable).parent / "airlock"
+    if not script.exists():
+        return "airlock"
     try:
-        start("temporal", temporal_command(temporal, dev.codec_token), env)
-        wait_for_port(temporal.get("ip", "127.0.0.1"), int(temporal.get("port", 7233)))
-        airlock = [sys.executable, "-m", "airlock.cli"]
-        start("api", [*airlock, "api", "--host", api["host"], "--port", str(api["port"])], env)
-        _wait_healthy(api_url, procs[-1])
-        queues = list(worker.get("queues", ["default"]))
-        start(
-            "worker",
-            [*airlock, "worker"],
-            worker_env(
-                payload_key=dev.payload_key,
-                worker_token=worker_token,
-                temporal_address=temporal_address,
-                api_url=api_url,
-                queues=queues,
-            ),
-        )
-        triggerer = config.get("triggerer")
-        if triggerer:
-            start(
-                "triggerer",
-                [*airlock, "worker", "--triggerer", "--capacity", str(triggerer.get("capacity", 1000))],
-                worker_env(
-                    payload_key=dev.payload_key,
-                    worker_token=worker_token,
-                    temporal_address=temporal_address,
-                    api_url=api_url,
-                    queues=list(triggerer.get("queues", ["triggers"])),
-                ),
-            )
-        ui = f"http://{temporal.get('ip', '127.0.0.1')}:{temporal.get('ui_port', 8233)}"
-        print(
-            f"Airlock is up.\n"
-            f"  API          {api_url}/docs\n"
-            f"  Temporal UI  {ui}\n"
-            f"  Temporal     {temporal_address}\n"
-            f"  worker       queues {', '.join(queues)}\n"
-            f"  triggerer    queues {', '.join((triggerer or {}).get('queues', [])) or '-'}\n"
-            f"  API token    {state_dir / 'admin.token'} (the CLI reads it from there)\n"
-            f"  logs         {logs}/\n"
-            f"Try: airlock connections test --uri tcp://127.0.0.1:{api['port']}\n"
-            f"Ctrl-C stops everything.",
-            flush=True,
-        )
-        while not stop:
-            time.sleep(0.5)
-            exited = next((p for p in procs if p.poll() is not None), None)
-            if exited is not None and not stop:
-                print(f"a process of the stack exited with status {exited.returncode}; see {logs}/")
-                return 2
-    finally:
-        _stop_all(procs)
-    print("Airlock stopped.")
-    return 0
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _worker_token(env: dict[str, str], state_dir: Path) -> str:
     path = state_dir / "worker.token"
     if not path.exists():
-        token = subprocess.run(
+        minted = subprocess.run(
             [sys.executable, "-m", "airlock.cli", "tokens", "worker", "--name", "dev"],
             env=env,
-            check=True,
             capture_output=True,
             text=True,
-        ).stdout.strip()
+            process_group=0,
+        )
+        if minted.returncode != 0:
+            raise StackFailed(f"minting the worker's credential failed: {minted.stderr.strip()}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(token)
+            handle.write(minted.stdout.strip())
     return path.read_text().strip()
 
 
-def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the API exited during start; see .airlock/logs/api.log")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the API did not become healthy within {timeout:.0f} s")
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
 
 
-def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 15
-    for proc in reversed(procs):
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _registered(api_url: str, admin_token: str, pid: int) -> bool:
+    """A worker's liveness job names it ``host:pid``."""
+    try:
+        response = httpx.get(
+            f"{api_url}/api/v2/jobs",
+            params={"alive": True},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=2,
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and any(
+        job["hostname"].endswith(f":{pid}") for job in response.json()["jobs"]
+    )

@@ -18,5 +18,6 @@ def _problem(item: Any) -> str:
         return str(item)
     # "body" heads every location of a request body's problem: it says nothing to the reader.
     where = ".".join(str(part) for part in item.get("loc", []) if part != "body")
-    message = str(item.get("msg", ""))
+    # Pydantic heads a validator's own message with the exception's kind; the message says it all.
+    message = str(item.get("msg", "")).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message

@@ -17,6 +17,7 @@ from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.db.session import create_engine, sessionmaker
 from api.deps import Runtime, RuntimeDep
+from api.docs import add_docs_pages, mount_assets
 from api.errors import BodySizeLimit, install_error_handlers
 from api.execution.app import create_execution_app
 from api.public.routes import router as public_router
@@ -70,7 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Connection tests on isolated workers. Authenticate with `Authorization: Bearer`",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    mount_assets(app)
+    add_docs_pages(app)
     install_error_handlers(app)
     install_error_handlers(execution_app)
     app.include_router(public_router)

@@ -1,7 +1,9 @@
-"""Before the suite: make sure the local PostgreSQL, MariaDB and Redis are up, starting any that stopped.
+"""Before the suite: make sure the local PostgreSQL, MariaDB and Redis are up, starting any that stopped,
+and that Debian's chromium is installed for the browser test of /docs and /redoc.
 
-CI runs on a machine that provides them; a stopped one is started with the command the machine
-documents. Elsewhere, the tests use AIRLOCK_TEST_*_URL or testcontainers instead.
+CI runs on a machine that provides the databases; a stopped one is started with the command the
+machine documents. Elsewhere, the tests use AIRLOCK_TEST_*_URL or testcontainers instead. Chromium comes
+from the distribution's packages (as root, with apt), never from a browser download.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 SERVICES = {
     "PostgreSQL": (
@@ -33,7 +36,24 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"preflight: {CHROMIUM} is missing and cannot be installed here (apt-get, as root)")
+        return
+    print("preflight: installing chromium with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
+    print(f"preflight: chromium {'is installed' if CHROMIUM.exists() else 'did NOT install'}")
+
+
 def main() -> None:
+    ensure_chromium()
     for name, (port, command) in SERVICES.items():
         if _listening(port):
             continue

@@ -151,9 +151,15 @@ class Stack:
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"no worker registered for {queue}")
 
-    async def cli(self, *args: str) -> tuple[int, str]:
-        """Run ``airlock ARGS`` against this stack, as a user would: exit status and output."""
-        env = {**os.environ, "AIRLOCK_API_TOKEN": self.secrets.admin_token, "AIRLOCK_API_URL": self.api.url}
+    async def cli(self, *args: str, **env_overrides: str) -> tuple[int, str]:
+        """Run ``airlock ARGS`` against this stack, as a user would: exit status and output (stdout and
+        stderr together). ``env_overrides`` set more of the environment (``COLUMNS``, say)."""
+        env = {
+            **os.environ,
+            "AIRLOCK_API_TOKEN": self.secrets.admin_token,
+            "AIRLOCK_API_URL": self.api.url,
+            **env_overrides,
+        }
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

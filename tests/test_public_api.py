@@ -13,6 +13,7 @@ from starlette.routing import Mount
 
 from api.core.security import mint_worker_token
 from api.db.session import sync_url
+from api.docs import ASSETS_PATH as DOCS_ASSETS
 from tests.reliability import record
 from tests.stack import wait_terminal
 
@@ -104,13 +105,14 @@ OPEN_ROUTES = {
     ("GET", "/health"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
 }
 # The Temporal UI cannot send a bearer token: this route's secret (the codec token) is in its path.
 PATH_TOKEN_ROUTES = {("POST", "/codec/ui/{codec_token}/decode")}
 # Mounted apps authenticate on their own (the Execution API: its matrix is in test_execution_api.py).
-MOUNTS = {"/execution"}
+MOUNTS = {"/execution", DOCS_ASSETS}
+# Swagger UI's and ReDoc's files (api/docs.py): open like the pages that load them, files only.
+OPEN_MOUNTS = {DOCS_ASSETS: ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")}
 
 
 async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
@@ -151,14 +153,19 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
             assert response.status_code == 401, response.text
             refused += 1
         for method, path in sorted(OPEN_ROUTES):
-            if path != "/docs/oauth2-redirect":
-                assert (await client.request(method, path)).status_code == 200, path
+            assert (await client.request(method, path)).status_code == 200, path
+        for mount, files in OPEN_MOUNTS.items():
+            for name in files:
+                assert (await client.get(f"{mount}/{name}")).status_code == 200, (mount, name)
+            for outside in ("/", "/..%2f..%2fpyproject.toml", "/../api/main.py", "/nope.js"):
+                response = await client.get(f"{mount}{outside}")
+                assert response.status_code in (404, 405), (mount, outside, response.status_code)
     record(
         "public API without a token",
         refused,
         "all refused with 401",
         f"{len(guarded)} guarded routes x {len(credentials)} credentials, codec UI path token; "
-        f"open: {', '.join(sorted(p for _, p in OPEN_ROUTES))}",
+        f"open: {', '.join(sorted(p for _, p in OPEN_ROUTES))}, static files under {', '.join(OPEN_MOUNTS)}",
     )
 
 

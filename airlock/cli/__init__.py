@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run a command and leave with its status: 0 done (a test succeeded), 1 a test failed, 2 a usage or
     service error (click's own usage errors are 2 as well)."""
     try:
-        app(args=argv)
+        # The name a user types, also when run as `python -m airlock.cli` (usage lines quote it).
+        app(args=argv, prog_name="airlock")
         code = EXIT_OK
     except KeyboardInterrupt:
         err.print("airlock: interrupted")

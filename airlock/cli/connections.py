@@ -62,7 +62,10 @@ def test(
     Exits 0 when the test succeeded, 1 when it failed, 2 on a usage or service error.
     """
     if (uri is None) == (conn_id is None):
-        raise typer.BadParameter("give either --uri or --conn-id", param_hint="--uri / --conn-id")
+        raise typer.BadParameter(
+            "give one of them: --uri for an unsaved connection, --conn-id for a saved one",
+            param_hint="--uri / --conn-id",
+        )
     if save_as is not None and uri is None:
         raise typer.BadParameter(
             "only goes with --uri (a saved connection is saved already)", param_hint="--save-as"

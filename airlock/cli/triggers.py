@@ -30,13 +30,24 @@ def list_triggers(
     """List triggers, newest first."""
     with public_api(api_url) as api:
         body = checked(api.get("/api/v2/triggers", params={"state": state} if state else None), "listing")
-    table = Table("id", "state", "classpath", "queue", "triggerer", "created")
-    # Ids are never cut: they are what `show`, `logs` and `cancel` take.
-    table.columns[0].no_wrap = True
-    table.columns[0].min_width = 36
-    for t in body["triggers"]:
-        table.add_row(t["id"], t["state"], t["classpath"], t["queue"], t["triggerer"] or "", t["created_at"])
-    out.print(table)
+    columns = ("id", "state", "classpath", "queue", "triggerer", "created")
+    rows = [
+        (t["id"], t["state"], t["classpath"], t["queue"], t["triggerer"] or "", t["created_at"])
+        for t in body["triggers"]
+    ]
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    # Measured unbounded: a table's own measure is clamped to the terminal's width.
+    if out.measure(table, options=out.options.update_width(1_000_000)).maximum <= out.width:
+        out.print(table)
+        return
+    # Too narrow for the table: a squeezed table would cut ids (what `show`, `logs` and `cancel` take)
+    # or drop whole columns. One block per trigger instead, every value whole.
+    for row in rows:
+        out.print(row[0])
+        for name, value in zip(columns[1:], row[1:], strict=True):
+            out.print(f"  {name:<10} {value}")
 
 
 @app.command("show")

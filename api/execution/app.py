@@ -12,6 +12,7 @@ from cadwyn import Cadwyn
 from fastapi import APIRouter
 
 from airlock.version import EXECUTION_API_VERSION_HEADER
+from api.docs import add_versioned_docs_pages
 from api.execution.routes import connection_tests, jobs, task_instances, triggers
 from api.execution.versions import bundle
 
@@ -24,7 +25,10 @@ def create_execution_app() -> Cadwyn:
         description="What workers call: workload fields, state reports, liveness jobs. JWT-authenticated.",
         versions=bundle,
         api_version_parameter_name=EXECUTION_API_VERSION_HEADER,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_versioned_docs_pages(app, bundle.version_values)
     router = APIRouter()
     router.include_router(connection_tests.router)
     router.include_router(jobs.router)
