@@ -8,11 +8,13 @@ import sys
 import time
 
 import pytest
+from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from api.db.migrate import alembic_config
+from api.db.models import Base
 from api.db.session import sync_url
 from tests.reliability import record
 
@@ -59,11 +61,6 @@ def test_two_replicas_migrate_a_fresh_database_at_once(database_url: str) -> Non
             versions = conn.execute(text("select version_num from alembic_version")).scalars().all()
             assert versions == [head]
             assert MigrationContext.configure(conn).get_current_revision() == head
-        from alembic.autogenerate import compare_metadata
-
-        from api.db.models import Base
-
-        with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     finally:
         engine.dispose()

@@ -76,6 +76,8 @@ async def submit(
         description=request.description,
     )
     connections.apply_fields(test, box, fields.model_dump())
+    if request.connection_id is not None:
+        test.connection_revision = await connections.revision_of(session, request.connection_id)
     refusal = await _no_worker_reason(session, settings, queue, fields.conn_type)
     if refusal is not None:
         test.state = S.FAILED
@@ -158,9 +160,19 @@ async def finish(session: AsyncSession, box: SecretBox, test_id: str, outcome: C
     test.finished_at = utcnow()
     test.active_connection_id = None
     if outcome.ok and test.commit_on_success and test.connection_id:
-        await connections.upsert(session, box, test.connection_id, connections.fields_of(test, box))
+        refusal = await connections.save_unless_changed(
+            session, box, test.connection_id, connections.fields_of(test, box), test.connection_revision
+        )
+        if refusal is not None:
+            # The test's own result stands; only the write-back is refused.
+            test.result_message = _with_note(outcome.message, f"not saved: {refusal}")
     await session.flush()
     return True
+
+
+def _with_note(message: str, note: str) -> str:
+    suffix = f"; {note}" if message else note
+    return message[: MAX_RESULT_MESSAGE_CHARS - len(suffix)] + suffix
 
 
 async def stale_active(
