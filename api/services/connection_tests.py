@@ -19,7 +19,7 @@ from api.core.crypto import SecretBox
 from api.db.models import ConnectionTest, utcnow
 from api.public.datamodels import ConnectionTestRequest
 from api.services import connections, jobs
-from api.services.errors import Conflict, NotFound, Unprocessable
+from api.services.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 
 S = ConnectionTestState
 
@@ -84,6 +84,7 @@ async def submit(
         test.result_message = refusal
         test.finished_at = utcnow()
     else:
+        await _check_waiting(session, settings, queue)
         test.active_connection_id = request.connection_id
     try:
         async with session.begin_nested():
@@ -97,6 +98,31 @@ async def submit(
             "wait for it to finish"
         ) from None
     return test
+
+
+# Waiting to run: for a slot (pending) or for a worker to pick the test up (queued).
+WAITING_STATES = (S.PENDING.value, S.QUEUED.value)
+
+
+async def _check_waiting(session: AsyncSession, settings: Settings, queue: str) -> None:
+    """Refuse a test past the caps on waiting tests: in its queue, and in all (the semaphore that hands
+    out slots keeps every waiting test in its state). Requests racing each other may pass a cap by as
+    many as run at that moment: the semaphore's bound leaves room for them."""
+    waiting = select(func.count()).select_from(ConnectionTest).where(ConnectionTest.state.in_(WAITING_STATES))
+    in_queue = await session.scalar(waiting.where(ConnectionTest.queue == queue)) or 0
+    cap = settings.max_pending_tests_per_queue
+    if in_queue >= cap:
+        raise TooManyRequests(
+            f"queue {queue!r} already has {in_queue} connection tests waiting to run, the most it may have "
+            f"(AIRLOCK_MAX_PENDING_TESTS_PER_QUEUE={cap}); nothing was stored, retry later"
+        )
+    in_all = await session.scalar(waiting) or 0
+    cap = settings.max_pending_tests
+    if in_all >= cap:
+        raise TooManyRequests(
+            f"{in_all} connection tests are waiting to run across all queues, the most there may be "
+            f"(AIRLOCK_MAX_PENDING_TESTS={cap}); nothing was stored, retry later"
+        )
 
 
 async def _check_conn_type(session: AsyncSession, settings: Settings, conn_type: str) -> None:

@@ -50,6 +50,7 @@ async def defer(
     next_method: str,
     next_kwargs: str | None,
     trigger_timeout: datetime | None,
+    max_active_triggers: int,
 ) -> Trigger:
     """A running task defers: it waits on a new trigger and resumes in ``next_method``."""
     ti = await get(session, ti_id, lock=True)
@@ -63,6 +64,7 @@ async def defer(
         queue=queue,
         timeout=None,
         timeout_at=trigger_timeout,
+        max_active=max_active_triggers,
         task_instance_id=ti.id,
     )
     ti.state = TaskInstanceState.DEFERRED

@@ -40,6 +40,7 @@ async def defer(
             next_method=body.next_method,
             next_kwargs=json.dumps(body.next_kwargs) if body.next_kwargs is not None else None,
             trigger_timeout=timeout_at,
+            max_active_triggers=runtime.settings.max_active_triggers_per_queue,
         )
     await launch_trigger(runtime, trigger)
     return Deferred(trigger_id=trigger.id)
