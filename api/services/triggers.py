@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock import triggers as builtin
+from airlock.execution import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, is_allowed
 from airlock.protocol import FAIL_METHOD
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
@@ -22,6 +23,7 @@ from api.db.models import TaskInstance, Trigger, TriggerLog, utcnow
 from api.services.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 
 ACTIVE_TRIGGER_STATES = (TriggerState.SCHEDULED.value, TriggerState.RUNNING.value)
+MAX_FAILURE_CHARS = MAX_ERROR_CHARS + 1 + MAX_TRACEBACK_CHARS
 
 
 async def get(session: AsyncSession, trigger_id: str, *, lock: bool = False) -> Trigger:
@@ -163,13 +165,14 @@ async def end(
     if TriggerState(trigger.state).is_terminal:
         return False
     trigger.state = state
-    trigger.failure = (reason + ("\n" + traceback if traceback else ""))[:20_000]
+    # Cut only what no client may send (the failure endpoint's own limits): the rest is kept whole.
+    trigger.failure = (reason + ("\n" + traceback if traceback else ""))[:MAX_FAILURE_CHARS]
     trigger.finished_at = utcnow()
     ti = await _task_instance(session, trigger)
     if ti is not None and state != TriggerState.CANCELLED:
         ti.state = TaskInstanceState.SCHEDULED
         ti.next_method = FAIL_METHOD
-        ti.next_kwargs = json.dumps({"error": reason, "traceback": traceback or None})
+        ti.next_kwargs = json_text({"error": reason, "traceback": traceback or None})
         ti.trigger_id = None
         ti.trigger_timeout = None
     await session.flush()
@@ -184,6 +187,11 @@ async def _task_instance(session: AsyncSession, trigger: Trigger) -> TaskInstanc
     if ti is None or ti.trigger_id != trigger.id or ti.state != TaskInstanceState.DEFERRED:
         return None
     return ti
+
+
+def json_text(value: dict[str, Any]) -> str:
+    """JSON as next_kwargs stores it: UTF-8 as sent, not ASCII escapes (up to three times longer)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def splice_event(next_kwargs: str | None, payload: str) -> str:

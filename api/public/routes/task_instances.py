@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 from fastapi import APIRouter, status
@@ -45,7 +44,7 @@ async def create_task_instance(body: TaskInstanceCreate, runtime: RuntimeDep) ->
                 kwargs=d.kwargs,
                 queue=d.queue or runtime.settings.default_trigger_queue,
                 next_method=d.next_method,
-                next_kwargs=json.dumps(d.next_kwargs) if d.next_kwargs is not None else None,
+                next_kwargs=d.next_kwargs,
                 trigger_timeout=utcnow() + timedelta(seconds=d.trigger_timeout)
                 if d.trigger_timeout
                 else None,
