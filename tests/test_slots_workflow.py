@@ -4,6 +4,7 @@ bound; and the size of its largest state."""
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import uuid
 from datetime import timedelta
@@ -17,7 +18,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from airlock.codec import make_codec, make_data_converter
 from airlock.protocol import SLOT_GRANTED_SIGNAL, SLOT_REFUSED_SIGNAL, connection_test_workflow_id
-from airlock.workloads import MAX_SLOT_ENTRIES, SlotRequest, SlotsState
+from airlock.workloads import MAX_SLOT_ENTRIES, SlotHolder, SlotRequest, SlotsState
 from api.core.config import MAX_CONCURRENCY_LIMIT, MAX_PENDING_TESTS_LIMIT
 from tests.reliability import record
 from workflows import slots
@@ -213,3 +214,31 @@ async def test_worst_case_state_is_far_below_the_payload_limit(dev_secrets) -> N
         f"{size / 1024:.0f} KiB encoded",
         f"{MAX_SLOT_ENTRIES} entries + {slots.MAX_PENDING_REFUSALS} pending refusals; Temporal refuses 2048 KiB",
     )
+
+
+async def test_a_state_in_the_earlier_form_is_still_read() -> None:
+    """A semaphore that continued as new before the compact form existed resumes with its holders and
+    waiters, in order."""
+    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
+        queue = f"slots-{uuid.uuid4().hex[:6]}"
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[ConnectionTestSlotsWorkflow],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            expiry = (await env.get_current_time()).timestamp() + 600.5
+            handle = await env.client.start_workflow(
+                ConnectionTestSlotsWorkflow.run,
+                SlotsState(
+                    capacity=1,
+                    holders=[SlotHolder("old-holder", expiry)],
+                    waiters=[SlotRequest("old-w1", 1, 30.2), SlotRequest("old-w2", 1, 60)],
+                ),
+                id=f"{queue}-connection-test-slots",
+                task_queue=queue,
+            )
+            state = await handle.query(ConnectionTestSlotsWorkflow.state)
+            assert state.held == {"old-holder": math.ceil(expiry)}
+            assert list(state.waiting.items()) == [("old-w1", 31), ("old-w2", 60)]
+            assert state.holders == [] and state.waiters == []
