@@ -19,9 +19,10 @@ from sqlalchemy.engine import URL
 from api.db.session import sync_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-# The name of the lock on MySQL/MariaDB and its key on PostgreSQL (any constant both sides agree on).
-LOCK_NAME = "airlock-migrate"
-PG_LOCK_KEY = 0x41_69_72_6C_6F_63_6B  # "Airlock" in ASCII: an advisory lock key nothing else uses
+# The advisory lock key on PostgreSQL (its advisory locks are per database): "Airlock" in ASCII.
+PG_LOCK_KEY = 0x41_69_72_6C_6F_63_6B
+# On MySQL/MariaDB, GET_LOCK names are server-wide: the name includes the database (64 characters at most).
+LOCK_NAME_PREFIX = "airlock-migrate:"
 # How long a replica waits for another one's upgrade before giving up.
 LOCK_TIMEOUT_SECONDS = 600
 
@@ -67,8 +68,9 @@ def migration_lock(url: URL) -> Iterator[None]:
                 finally:
                     conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_LOCK_KEY})
                 return
+            name = (LOCK_NAME_PREFIX + (url.database or ""))[:64]
             got = conn.execute(
-                text("SELECT GET_LOCK(:name, :timeout)"), {"name": LOCK_NAME, "timeout": LOCK_TIMEOUT_SECONDS}
+                text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": LOCK_TIMEOUT_SECONDS}
             ).scalar()
             if got != 1:
                 raise MigrationLockTimeout(
@@ -77,7 +79,7 @@ def migration_lock(url: URL) -> Iterator[None]:
             try:
                 yield
             finally:
-                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
     finally:
         engine.dispose()
 
