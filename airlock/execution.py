@@ -4,6 +4,7 @@ head version; Cadwyn derives the older ones) and the worker's client builds its 
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -77,11 +78,19 @@ def _refuse_constant(name: str) -> None:
     raise _NotJSON(f"payload holds {name}, which JSON does not allow")
 
 
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        # 1e400 is valid JSON syntax, but every parser reads it as infinity.
+        raise _NotJSON(f"payload holds {number[:50]}, a number too large to be finite")
+    return value
+
+
 def _json_text(value: str) -> str:
     # Checked for strict JSON syntax only (no NaN or Infinity, which would break next_kwargs): the payload
     # is stored as text and never turned back into objects here.
     try:
-        json.loads(value, parse_constant=_refuse_constant)
+        json.loads(value, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError("payload is nested too deeply to be parsed") from None
     except _NotJSON:

@@ -17,9 +17,11 @@ RECORD_TIMER_FIRED_ACTIVITY = "record_timer_fired"
 END_TRIGGER_ACTIVITY = "end_trigger"
 
 # Signals of the connection-test semaphore: a test asks with ACQUIRE, the semaphore answers with
-# SLOT_GRANTED, the test gives the slot back with RELEASE.
+# SLOT_GRANTED (or SLOT_REFUSED, with the reason, when it keeps as many workflows as it may), the test
+# gives the slot back with RELEASE.
 ACQUIRE_SIGNAL = "acquire"
 SLOT_GRANTED_SIGNAL = "slot_granted"
+SLOT_REFUSED_SIGNAL = "slot_refused"
 RELEASE_SIGNAL = "release"
 
 # ApplicationError types that cross from workers to workflows.

@@ -6,7 +6,7 @@ single test or trigger, and every payload is encrypted by the payload codec befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -62,11 +62,28 @@ class SlotHolder:
     expires_at: float
 
 
+# The most workflows the semaphore keeps, holding a slot or waiting for one; it refuses the next ones.
+# Its state then stays under 512 KiB, a quarter of what Temporal accepts as one payload (2 MiB), which
+# tests/test_slots_workflow.py measures. The API's caps keep it well under this bound.
+MAX_SLOT_ENTRIES = 7_000
+
+
 @dataclass
 class SlotsState:
+    """The semaphore's state, carried across continue-as-new.
+
+    ``held`` maps a holder's workflow id to the moment its lease expires (whole epoch seconds),
+    ``waiting`` a waiter's workflow id to its lease (whole seconds), in arrival order; ``refused`` lists
+    those still to be told that no slot will come. ``holders`` and ``waiters`` are the earlier, larger
+    form of the first two: still read, no longer written.
+    """
+
     capacity: int
-    holders: list[SlotHolder]
-    waiters: list[SlotRequest]
+    holders: list[SlotHolder] = field(default_factory=list)
+    waiters: list[SlotRequest] = field(default_factory=list)
+    held: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
 
 
 @dataclass

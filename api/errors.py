@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.services.errors import ServiceError
+from api.services.errors import ServiceError, TooManyRequests
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +29,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 422:
             # The shape every documented 422 has (a list of problems), whoever found the problem.
             return _unprocessable("body", exc.detail, "value_error")
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 
 import structlog
 from fastapi import FastAPI
@@ -21,9 +22,10 @@ from api.docs import add_docs_pages, mount_assets
 from api.errors import BodySizeLimit, install_error_handlers
 from api.execution.app import create_execution_app
 from api.public.routes import router as public_router
+from api.services import retention
 from api.temporal.client import connect, ensure_search_attributes
 from api.temporal.control import ControlActivities, TriggerControlActivities, control_worker
-from api.temporal.reaper import ConnectionTestReaper, TriggerReaper
+from api.temporal.reaper import ConnectionTestReaper, TriggerReaper, reap_forever
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 TriggerReaper(runtime.temporal, settings, runtime.sessions),
             )
             background += [asyncio.create_task(reaper.run_forever()) for reaper in reapers]
+        if settings.retention_days or settings.trigger_log_retention_days:
+            background.append(asyncio.create_task(_sweep_forever(runtime)))
         try:
             yield
         finally:
@@ -96,6 +100,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
+
+
+async def _sweep_forever(runtime: Runtime) -> None:
+    async def sweep_once() -> int:
+        swept = await retention.sweep(runtime.sessions, runtime.settings)
+        if swept.total:
+            log.info("retention: deleted what ended long ago", **asdict(swept))
+        return swept.total
+
+    await reap_forever("retention", sweep_once, runtime.settings.retention_interval)
 
 
 # Longer than any client keeps an idle connection (httpx: 5 s, uvicorn's own default too). With equal

@@ -1,8 +1,10 @@
-"""The global-cap semaphore, on the time-skipping test server: FIFO grants, releases, lease expiry."""
+"""The global-cap semaphore, on the time-skipping test server: FIFO grants, releases, lease expiry, its
+bound; and the size of its largest state."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import uuid
 from datetime import timedelta
@@ -14,8 +16,12 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from airlock.protocol import SLOT_GRANTED_SIGNAL
-from airlock.workloads import SlotRequest, SlotsState
+from airlock.codec import make_codec, make_data_converter
+from airlock.protocol import SLOT_GRANTED_SIGNAL, SLOT_REFUSED_SIGNAL, connection_test_workflow_id
+from airlock.workloads import MAX_SLOT_ENTRIES, SlotHolder, SlotRequest, SlotsState
+from api.core.config import MAX_CONCURRENCY_LIMIT, MAX_PENDING_TESTS_LIMIT
+from tests.reliability import record
+from workflows import slots
 from workflows.slots import ConnectionTestSlotsWorkflow
 
 TEST_SERVER = str(Path(sys.executable).parent / "temporal-test-server")
@@ -77,7 +83,7 @@ async def test_fifo_grants_release_and_lease_expiry() -> None:
                 )
                 await env.client.start_workflow(
                     ConnectionTestSlotsWorkflow.run,
-                    SlotsState(capacity=2, holders=[], waiters=[]),
+                    SlotsState(capacity=2),
                     id=slots_id,
                     task_queue=queue,
                     start_signal="acquire",
@@ -104,5 +110,135 @@ async def test_fifo_grants_release_and_lease_expiry() -> None:
             await _settle()
             assert await _granted(env.client, holders) == holders
             state = await env.client.get_workflow_handle(slots_id).query(ConnectionTestSlotsWorkflow.state)
-            assert {h.workflow_id for h in state.holders} == {"holder-3", "holder-4"}
-            assert state.waiters == []
+            assert set(state.held) == {"holder-3", "holder-4"}
+            assert state.waiting == {}
+
+
+@workflow.defn
+class BoundedHolderWorkflow:
+    """A test waiting for its slot that may be refused one, as ConnectionTestWorkflow is."""
+
+    def __init__(self) -> None:
+        self.answer: str | None = None
+
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self) -> None:
+        self.answer = "granted"
+
+    @workflow.signal(name=SLOT_REFUSED_SIGNAL)
+    def slot_refused(self, reason: str) -> None:
+        self.answer = f"refused: {reason}"
+
+    @workflow.query
+    def outcome(self) -> str | None:
+        return self.answer
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.answer is not None)
+        await workflow.wait_condition(lambda: False, timeout=timedelta(hours=1))
+        return self.answer or ""
+
+
+async def test_the_semaphore_refuses_past_its_bound_and_carries_its_state_over(monkeypatch) -> None:
+    """Past MAX_SLOT_ENTRIES (lowered here to 4) a request is refused with the reason, not kept; the
+    state survives continue-as-new in its compact form, FIFO order included."""
+    monkeypatch.setattr(slots, "MAX_SLOT_ENTRIES", 4)
+    monkeypatch.setattr(slots, "CONTINUE_AS_NEW_AFTER_EVENTS", 20)
+    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
+        queue = f"slots-{uuid.uuid4().hex[:6]}"
+        slots_id = f"{queue}-connection-test-slots"
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[ConnectionTestSlotsWorkflow, BoundedHolderWorkflow],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            ids = [f"bounded-{n}" for n in range(7)]
+            for workflow_id in ids:
+                await env.client.start_workflow(BoundedHolderWorkflow.run, id=workflow_id, task_queue=queue)
+                await env.client.start_workflow(
+                    ConnectionTestSlotsWorkflow.run,
+                    SlotsState(capacity=1),
+                    id=slots_id,
+                    task_queue=queue,
+                    start_signal="acquire",
+                    start_signal_args=[SlotRequest(workflow_id, capacity=1, lease_seconds=3600)],
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
+            await _settle()
+            answers = [
+                await env.client.get_workflow_handle(i).query(BoundedHolderWorkflow.outcome) for i in ids
+            ]
+            assert answers[0] == "granted"
+            assert answers[1:4] == [None, None, None]
+            for answer in answers[4:]:
+                assert answer is not None and answer.startswith("refused: 4 connection tests hold or wait")
+            handle = env.client.get_workflow_handle(slots_id)
+            first_run = (await handle.describe()).run_id
+            # Releases and re-acquires grow the history past CONTINUE_AS_NEW_AFTER_EVENTS.
+            for _ in range(10):
+                await handle.signal("acquire", SlotRequest(ids[1], capacity=1, lease_seconds=3600))
+            await handle.signal("release", ids[0])
+            await _settle()
+            assert (await handle.describe()).run_id != first_run, "the semaphore did not continue as new"
+            state = await handle.query(ConnectionTestSlotsWorkflow.state)
+            assert list(state.held) == [ids[1]] and list(state.waiting) == ids[2:4]
+            assert state.holders == [] and state.waiters == [] and state.refused == []
+
+
+async def test_worst_case_state_is_far_below_the_payload_limit(dev_secrets) -> None:
+    """The largest state the semaphore can carry across continue-as-new, encoded as Temporal gets it
+    (JSON, then the payload codec): every entry a connection test's workflow id, every number as long as
+    it gets. The API's caps at their maxima fit in the bound."""
+    now = 4_102_444_800  # 2100-01-01: more digits than any expiry before it
+    worst_lease = 10**9  # 31 years: more digits than any real lease
+    ids = [connection_test_workflow_id(str(uuid.uuid4())) for _ in range(MAX_SLOT_ENTRIES)]
+    half = MAX_SLOT_ENTRIES // 2
+    state = SlotsState(
+        capacity=MAX_SLOT_ENTRIES,
+        held={i: now + worst_lease for i in ids[:half]},
+        waiting={i: worst_lease for i in ids[half:]},
+        refused=[connection_test_workflow_id(str(uuid.uuid4())) for _ in range(slots.MAX_PENDING_REFUSALS)],
+    )
+    converter = make_data_converter(make_codec("k1", dev_secrets.payload_key))
+    payloads = await converter.encode([state])
+    size = sum(p.ByteSize() for p in payloads)
+    assert size < 512 * 1024, f"{size} bytes"
+    assert (await converter.decode(payloads, [SlotsState]))[0] == state
+    # The API never lets more tests wait or hold a slot than the semaphore keeps.
+    assert MAX_PENDING_TESTS_LIMIT + MAX_CONCURRENCY_LIMIT <= MAX_SLOT_ENTRIES
+    record(
+        "semaphore state at its bound",
+        1,
+        f"{size / 1024:.0f} KiB encoded",
+        f"{MAX_SLOT_ENTRIES} entries + {slots.MAX_PENDING_REFUSALS} pending refusals; Temporal refuses 2048 KiB",
+    )
+
+
+async def test_a_state_in_the_earlier_form_is_still_read() -> None:
+    """A semaphore that continued as new before the compact form existed resumes with its holders and
+    waiters, in order."""
+    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
+        queue = f"slots-{uuid.uuid4().hex[:6]}"
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[ConnectionTestSlotsWorkflow],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            expiry = (await env.get_current_time()).timestamp() + 600.5
+            handle = await env.client.start_workflow(
+                ConnectionTestSlotsWorkflow.run,
+                SlotsState(
+                    capacity=1,
+                    holders=[SlotHolder("old-holder", expiry)],
+                    waiters=[SlotRequest("old-w1", 1, 30.2), SlotRequest("old-w2", 1, 60)],
+                ),
+                id=f"{queue}-connection-test-slots",
+                task_queue=queue,
+            )
+            state = await handle.query(ConnectionTestSlotsWorkflow.state)
+            assert state.held == {"old-holder": math.ceil(expiry)}
+            assert list(state.waiting.items()) == [("old-w1", 31), ("old-w2", 60)]
+            assert state.holders == [] and state.waiters == []

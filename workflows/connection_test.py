@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         RECORD_RESULT_ACTIVITY,
         RELEASE_SIGNAL,
         SLOT_GRANTED_SIGNAL,
+        SLOT_REFUSED_SIGNAL,
     )
     from airlock.states import ConnectionTestState
     from airlock.workloads import (
@@ -39,16 +40,25 @@ DISPATCH_ATTEMPTS = 2
 class ConnectionTestWorkflow:
     def __init__(self) -> None:
         self._granted = False
+        self._refusal: str | None = None
 
     @workflow.signal(name=SLOT_GRANTED_SIGNAL)
     def slot_granted(self) -> None:
         self._granted = True
 
+    @workflow.signal(name=SLOT_REFUSED_SIGNAL)
+    def slot_refused(self, reason: str) -> None:
+        self._refusal = reason
+
     @workflow.run
     async def run(self, inp: ConnectionTestInput) -> ConnectionTestOutcome:
         control = workflow.info().task_queue
         try:
-            await workflow.wait_condition(lambda: self._granted)
+            await workflow.wait_condition(lambda: self._granted or self._refusal is not None)
+            if not self._granted:
+                outcome = ConnectionTestOutcome(False, f"not run: {self._refusal}")
+                await self._finish(inp, outcome, control)
+                return outcome
             ticket = await workflow.execute_activity(
                 MARK_QUEUED_ACTIVITY,
                 inp.test_id,

@@ -5,20 +5,28 @@ workflow; the semaphore grants slots in arrival order by signalling that workflo
 workflow signals ``release`` once its result is recorded. A holder that never releases (terminated
 from the Temporal UI, say) loses its slot when its lease runs out, or sooner when the reaper
 releases it.
+
+Its state is bounded: past ``MAX_SLOT_ENTRIES`` holders and waiters, a new request is refused (the test
+fails at once, saying why), so the state carried across continue-as-new stays far below Temporal's
+payload limit whatever arrives.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from airlock.protocol import ACQUIRE_SIGNAL, RELEASE_SIGNAL, SLOT_GRANTED_SIGNAL
-    from airlock.workloads import SlotHolder, SlotRequest, SlotsState
+    from airlock.protocol import ACQUIRE_SIGNAL, RELEASE_SIGNAL, SLOT_GRANTED_SIGNAL, SLOT_REFUSED_SIGNAL
+    from airlock.workloads import MAX_SLOT_ENTRIES, SlotRequest, SlotsState
 
 # Keep the history short: the state is small, carry it over.
 CONTINUE_AS_NEW_AFTER_EVENTS = 5_000
+# Refusals not yet sent: a flood past the bound arriving faster than refusals go out drops the rest
+# (those tests end at their workflow's execution timeout, through the reaper).
+MAX_PENDING_REFUSALS = 500
 
 
 @workflow.defn
@@ -27,23 +35,31 @@ class ConnectionTestSlotsWorkflow:
     @workflow.init
     def __init__(self, state: SlotsState) -> None:
         self._capacity = state.capacity
-        self._holders: dict[str, float] = {h.workflow_id: h.expires_at for h in state.holders}
-        self._waiters: list[SlotRequest] = list(state.waiters)
+        self._held: dict[str, int] = {h.workflow_id: math.ceil(h.expires_at) for h in state.holders}
+        self._held.update(state.held)
+        self._waiting: dict[str, int] = {w.workflow_id: math.ceil(w.lease_seconds) for w in state.waiters}
+        self._waiting.update(state.waiting)
+        self._refused: list[str] = list(state.refused)
         self._changed = False
 
     @workflow.signal(name=ACQUIRE_SIGNAL)
     def acquire(self, request: SlotRequest) -> None:
         self._capacity = request.capacity
-        if request.workflow_id not in self._holders and all(
-            w.workflow_id != request.workflow_id for w in self._waiters
-        ):
-            self._waiters.append(request)
+        workflow_id = request.workflow_id
+        if workflow_id in self._held or workflow_id in self._waiting:
+            return
+        if len(self._held) + len(self._waiting) < MAX_SLOT_ENTRIES:
+            self._waiting[workflow_id] = math.ceil(request.lease_seconds)
+        elif len(self._refused) < MAX_PENDING_REFUSALS:
+            self._refused.append(workflow_id)
+        else:
+            workflow.logger.warning("dropping the slot request of %s: too many to refuse", workflow_id)
         self._changed = True
 
     @workflow.signal(name=RELEASE_SIGNAL)
     def release(self, workflow_id: str) -> None:
-        self._holders.pop(workflow_id, None)
-        self._waiters = [w for w in self._waiters if w.workflow_id != workflow_id]
+        self._held.pop(workflow_id, None)
+        self._waiting.pop(workflow_id, None)
         self._changed = True
 
     @workflow.query
@@ -55,6 +71,7 @@ class ConnectionTestSlotsWorkflow:
         while True:
             self._expire_leases()
             await self._grant()
+            await self._refuse()
             if workflow.info().get_current_history_length() > CONTINUE_AS_NEW_AFTER_EVENTS or (
                 workflow.info().is_continue_as_new_suggested()
             ):
@@ -67,34 +84,48 @@ class ConnectionTestSlotsWorkflow:
                 pass
 
     async def _grant(self) -> None:
-        while self._waiters and len(self._holders) < self._capacity:
-            request = self._waiters.pop(0)
-            handle = workflow.get_external_workflow_handle(request.workflow_id)
+        while self._waiting and len(self._held) < self._capacity:
+            workflow_id, lease = next(iter(self._waiting.items()))
+            # Held before the signal goes out, so that the bound counts it while the signal is on its way.
+            del self._waiting[workflow_id]
+            self._held[workflow_id] = math.ceil(_now()) + lease
             try:
-                await handle.signal(SLOT_GRANTED_SIGNAL)
+                await workflow.get_external_workflow_handle(workflow_id).signal(SLOT_GRANTED_SIGNAL)
             except Exception:
                 # The test's workflow is gone (terminated, or it already ended): skip it.
-                workflow.logger.info("not granting a slot to %s: it is gone", request.workflow_id)
-                continue
-            self._holders[request.workflow_id] = _now() + request.lease_seconds
+                workflow.logger.info("not granting a slot to %s: it is gone", workflow_id)
+                self._held.pop(workflow_id, None)
+
+    async def _refuse(self) -> None:
+        while self._refused:
+            workflow_id = self._refused.pop(0)
+            reason = (
+                f"{len(self._held) + len(self._waiting)} connection tests hold or wait for a slot, "
+                f"the most the semaphore keeps ({MAX_SLOT_ENTRIES}); retry once fewer are waiting"
+            )
+            try:
+                await workflow.get_external_workflow_handle(workflow_id).signal(SLOT_REFUSED_SIGNAL, reason)
+            except Exception:
+                workflow.logger.info("not refusing %s: it is gone", workflow_id)
 
     def _expire_leases(self) -> None:
         now = _now()
-        for workflow_id, expires_at in list(self._holders.items()):
+        for workflow_id, expires_at in list(self._held.items()):
             if expires_at <= now:
                 workflow.logger.warning("slot lease of %s expired", workflow_id)
-                del self._holders[workflow_id]
+                del self._held[workflow_id]
 
     def _until_next_expiry(self) -> timedelta | None:
-        if not self._holders:
+        if not self._held:
             return None
-        return timedelta(seconds=max(0.5, min(self._holders.values()) - _now()))
+        return timedelta(seconds=max(0.5, min(self._held.values()) - _now()))
 
     def _snapshot(self) -> SlotsState:
         return SlotsState(
             capacity=self._capacity,
-            holders=[SlotHolder(wid, exp) for wid, exp in self._holders.items()],
-            waiters=list(self._waiters),
+            held=dict(self._held),
+            waiting=dict(self._waiting),
+            refused=list(self._refused),
         )
 
 

@@ -9,6 +9,12 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from airlock.settings import TemporalSettings, split_list
 
+# The largest values the caps on connection tests take: waiting tests plus slot holders stay within the
+# semaphore's bound (airlock.workloads.MAX_SLOT_ENTRIES, 7000), with room to spare for requests racing
+# past a cap. tests/test_slots_workflow.py checks the sum.
+MAX_PENDING_TESTS_LIMIT = 5_000
+MAX_CONCURRENCY_LIMIT = 1_000
+
 
 class Settings(TemporalSettings):
     model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
@@ -30,7 +36,10 @@ class Settings(TemporalSettings):
 
     connection_test_timeout: int = Field(default=60, ge=1)
     max_connection_test_timeout: int = Field(default=600, ge=1)
-    max_connection_test_concurrency: int = Field(default=4, ge=1)
+    max_connection_test_concurrency: int = Field(default=4, ge=1, le=MAX_CONCURRENCY_LIMIT)
+    # Tests waiting to run (pending or queued), in one queue and in all: past either, a 429.
+    max_pending_tests_per_queue: int = Field(default=500, ge=1, le=MAX_PENDING_TESTS_LIMIT)
+    max_pending_tests: int = Field(default=2_000, ge=1, le=MAX_PENDING_TESTS_LIMIT)
     connection_test_reaper_interval: float = Field(default=30, gt=0)
     # No worker picked the test up within this many seconds: fail it.
     connection_test_dispatch_timeout: float = Field(default=30, gt=0)
@@ -44,6 +53,19 @@ class Settings(TemporalSettings):
     trigger_heartbeat_timeout: float = Field(default=15, gt=0)
     # Reaper period: a trigger whose workflow closed without ending it is failed within this.
     trigger_reaper_interval: float = Field(default=30, gt=0)
+    # Triggers not yet ended (scheduled or running) in one queue: past it, a 429.
+    max_active_triggers_per_queue: int = Field(default=10_000, ge=1)
+    # Log lines kept per trigger: past it, the oldest are deleted as new ones arrive.
+    max_log_lines_per_trigger: int = Field(default=10_000, ge=1)
+
+    # Finished tests, ended triggers (with their log lines), ended task instances and workers' jobs
+    # gone silent are deleted this many days after they ended; 0 keeps them forever.
+    retention_days: float = Field(default=30, ge=0)
+    # Log lines of ended triggers go after this many days (the trigger itself stays until
+    # retention_days); unset: with their trigger.
+    trigger_log_retention_days: float | None = Field(default=None, ge=0)
+    retention_interval: float = Field(default=3600, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1, le=10_000)
 
     _split_origins = field_validator("codec_cors_origins", mode="before")(split_list)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# TEXT holds 64 KiB on MySQL/MariaDB: too little for an encrypted 64 KiB extra or trigger kwargs (Fernet
+# adds a third), a 256 Ki-character event payload (up to 1 MiB in UTF-8), a 100 000-character traceback,
+# or next_kwargs (the event spliced into JSON-escaped text, up to a few times the request body).
+# LONGTEXT holds 4 GiB; the other databases' TEXT is unbounded.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def new_revision() -> str:
+    return str(uuid.uuid4())
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -52,14 +64,21 @@ class Connection(Base):
     login: Mapped[str | None] = mapped_column(Text)
     password: Mapped[str | None] = mapped_column(Text)  # Fernet token
     port: Mapped[int | None] = mapped_column(Integer)
-    extra: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON object
+    extra: Mapped[str | None] = mapped_column(LongText)  # Fernet token of a JSON object
+    # A new value on every write (a new row included): a test that saves the connection it tested
+    # compares it with the one it started from, so it never overwrites a change made meanwhile.
+    revision: Mapped[str] = mapped_column(String(36), default=new_revision)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class ConnectionTest(Base):
     __tablename__ = "connection_test"
-    __table_args__ = (Index("idx_connection_test_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("idx_connection_test_state_created", "state", "created_at"),
+        Index("idx_connection_test_queue_state", "queue", "state"),
+        Index("idx_connection_test_finished", "finished_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     connection_id: Mapped[str | None] = mapped_column(String(250), index=True)
@@ -79,7 +98,10 @@ class ConnectionTest(Base):
     login: Mapped[str | None] = mapped_column(Text)
     password: Mapped[str | None] = mapped_column(Text)
     port: Mapped[int | None] = mapped_column(Integer)
-    extra: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[str | None] = mapped_column(LongText)
+    # The saved connection's revision when the test was submitted; NULL when none was saved under
+    # connection_id then. commit_on_success writes only if it is still the same.
+    connection_revision: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -118,7 +140,7 @@ class TaskInstance(Base):
     state: Mapped[str] = mapped_column(String(20))
     next_method: Mapped[str | None] = mapped_column(String(1000))
     # JSON text written by workers; the event payload is spliced in as text, never deserialized here.
-    next_kwargs: Mapped[str | None] = mapped_column(Text)
+    next_kwargs: Mapped[str | None] = mapped_column(LongText)
     trigger_id: Mapped[str | None] = mapped_column(String(36), index=True)
     trigger_timeout: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -127,19 +149,25 @@ class TaskInstance(Base):
 
 class Trigger(Base):
     __tablename__ = "trigger"
-    __table_args__ = (Index("idx_trigger_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("idx_trigger_state_created", "state", "created_at"),
+        Index("idx_trigger_queue_state", "queue", "state"),
+        Index("idx_trigger_finished", "finished_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     classpath: Mapped[str] = mapped_column(String(1000))
-    kwargs: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON object
+    kwargs: Mapped[str | None] = mapped_column(LongText)  # Fernet token of a JSON object
     queue: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20))
     task_instance_id: Mapped[str | None] = mapped_column(String(36), index=True)
     event_type: Mapped[str | None] = mapped_column(String(50))
-    event_payload: Mapped[str | None] = mapped_column(Text)  # the worker's envelope, stored as is
-    failure: Mapped[str | None] = mapped_column(Text)
+    event_payload: Mapped[str | None] = mapped_column(LongText)  # the worker's envelope, stored as is
+    failure: Mapped[str | None] = mapped_column(LongText)
     triggerer: Mapped[str | None] = mapped_column(String(500))
     job_id: Mapped[str | None] = mapped_column(String(36))
+    # Log lines received in all, kept or not: past the per-trigger cap the oldest are deleted.
+    log_lines: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     timeout_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -149,9 +177,11 @@ class Trigger(Base):
 
 class TriggerLog(Base):
     __tablename__ = "trigger_log"
+    # A trigger's lines in order: reading them, trimming the oldest past the cap, deleting them all.
+    __table_args__ = (Index("idx_trigger_log_trigger_line", "trigger_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    trigger_id: Mapped[str] = mapped_column(String(36), index=True)
+    trigger_id: Mapped[str] = mapped_column(String(36))
     job_id: Mapped[str | None] = mapped_column(String(36))
     triggerer: Mapped[str | None] = mapped_column(String(500))
     logged_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -206,6 +206,11 @@ class TriggerLogLine(BaseModel):
 
 class TriggerLogs(BaseModel):
     lines: list[TriggerLogLine]
+    dropped_lines: int = Field(
+        0,
+        description="lines the trigger logged that are no longer kept: the oldest past the per-trigger "
+        "cap, or all of them once the log retention has passed",
+    )
 
 
 class TaskInstanceDeferral(StrictModel):

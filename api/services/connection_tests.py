@@ -19,7 +19,7 @@ from api.core.crypto import SecretBox
 from api.db.models import ConnectionTest, utcnow
 from api.public.datamodels import ConnectionTestRequest
 from api.services import connections, jobs
-from api.services.errors import Conflict, NotFound, Unprocessable
+from api.services.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 
 S = ConnectionTestState
 
@@ -76,12 +76,15 @@ async def submit(
         description=request.description,
     )
     connections.apply_fields(test, box, fields.model_dump())
+    if request.connection_id is not None:
+        test.connection_revision = await connections.revision_of(session, request.connection_id)
     refusal = await _no_worker_reason(session, settings, queue, fields.conn_type)
     if refusal is not None:
         test.state = S.FAILED
         test.result_message = refusal
         test.finished_at = utcnow()
     else:
+        await _check_waiting(session, settings, queue)
         test.active_connection_id = request.connection_id
     try:
         async with session.begin_nested():
@@ -95,6 +98,31 @@ async def submit(
             "wait for it to finish"
         ) from None
     return test
+
+
+# Waiting to run: for a slot (pending) or for a worker to pick the test up (queued).
+WAITING_STATES = (S.PENDING.value, S.QUEUED.value)
+
+
+async def _check_waiting(session: AsyncSession, settings: Settings, queue: str) -> None:
+    """Refuse a test past the caps on waiting tests: in its queue, and in all (the semaphore that hands
+    out slots keeps every waiting test in its state). Requests racing each other may pass a cap by as
+    many as run at that moment: the semaphore's bound leaves room for them."""
+    waiting = select(func.count()).select_from(ConnectionTest).where(ConnectionTest.state.in_(WAITING_STATES))
+    in_queue = await session.scalar(waiting.where(ConnectionTest.queue == queue)) or 0
+    cap = settings.max_pending_tests_per_queue
+    if in_queue >= cap:
+        raise TooManyRequests(
+            f"queue {queue!r} already has {in_queue} connection tests waiting to run, the most it may have "
+            f"(AIRLOCK_MAX_PENDING_TESTS_PER_QUEUE={cap}); nothing was stored, retry later"
+        )
+    in_all = await session.scalar(waiting) or 0
+    cap = settings.max_pending_tests
+    if in_all >= cap:
+        raise TooManyRequests(
+            f"{in_all} connection tests are waiting to run across all queues, the most there may be "
+            f"(AIRLOCK_MAX_PENDING_TESTS={cap}); nothing was stored, retry later"
+        )
 
 
 async def _check_conn_type(session: AsyncSession, settings: Settings, conn_type: str) -> None:
@@ -158,9 +186,19 @@ async def finish(session: AsyncSession, box: SecretBox, test_id: str, outcome: C
     test.finished_at = utcnow()
     test.active_connection_id = None
     if outcome.ok and test.commit_on_success and test.connection_id:
-        await connections.upsert(session, box, test.connection_id, connections.fields_of(test, box))
+        refusal = await connections.save_unless_changed(
+            session, box, test.connection_id, connections.fields_of(test, box), test.connection_revision
+        )
+        if refusal is not None:
+            # The test's own result stands; only the write-back is refused.
+            test.result_message = _with_note(outcome.message, f"not saved: {refusal}")
     await session.flush()
     return True
+
+
+def _with_note(message: str, note: str) -> str:
+    suffix = f"; {note}" if message else note
+    return message[: MAX_RESULT_MESSAGE_CHARS - len(suffix)] + suffix
 
 
 async def stale_active(

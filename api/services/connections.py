@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from airlock.connection import ConnectionFields
 from airlock.secrets import mask, unmask
 from api.core.crypto import SecretBox
-from api.db.models import Connection, ConnectionTest
+from api.db.models import Connection, ConnectionTest, new_revision
 from api.public.datamodels import ConnectionCreate, ConnectionResponse, ConnectionUpdate
 from api.services.errors import Conflict, NotFound
 
@@ -44,11 +44,20 @@ def fields_of(conn: Connection | ConnectionTest, box: SecretBox) -> ConnectionFi
     )
 
 
-async def get(session: AsyncSession, connection_id: str) -> Connection:
-    conn = await session.scalar(select(Connection).where(Connection.connection_id == connection_id))
+async def get(session: AsyncSession, connection_id: str, *, lock: bool = False) -> Connection:
+    query = select(Connection).where(Connection.connection_id == connection_id)
+    conn = await session.scalar(query.with_for_update() if lock else query)
     if conn is None:
         raise NotFound(f"connection {connection_id!r} not found")
     return conn
+
+
+async def revision_of(session: AsyncSession, connection_id: str) -> str | None:
+    """The saved connection's current revision, None when there is none."""
+    revision: str | None = await session.scalar(
+        select(Connection.revision).where(Connection.connection_id == connection_id)
+    )
+    return revision
 
 
 async def list_(session: AsyncSession, *, limit: int, offset: int) -> tuple[list[Connection], int]:
@@ -73,30 +82,52 @@ async def create(session: AsyncSession, box: SecretBox, body: ConnectionCreate) 
 async def update(
     session: AsyncSession, box: SecretBox, connection_id: str, body: ConnectionUpdate
 ) -> Connection:
-    conn = await get(session, connection_id)
+    # Locked: a test saving this connection at the same moment sees this change, or this one waits.
+    conn = await get(session, connection_id, lock=True)
     changes = body.model_dump(exclude_unset=True)
     if changes.get("conn_type", "") is None:
         changes.pop("conn_type")
     if "extra" in changes:
         changes["extra"] = unmask(changes["extra"] or {}, box.decrypt_json(conn.extra))
     apply_fields(conn, box, changes)
+    conn.revision = new_revision()
     await session.flush()
     return conn
 
 
-async def upsert(session: AsyncSession, box: SecretBox, connection_id: str, fields: ConnectionFields) -> None:
+async def save_unless_changed(
+    session: AsyncSession, box: SecretBox, connection_id: str, fields: ConnectionFields, revision: str | None
+) -> str | None:
+    """Write ``fields`` as the saved connection if it is still at ``revision`` (None: still absent);
+    otherwise write nothing and say what happened to it."""
     conn = await session.scalar(
         select(Connection).where(Connection.connection_id == connection_id).with_for_update()
     )
-    if conn is None:
-        conn = Connection(connection_id=connection_id)
-        session.add(conn)
+    current = conn.revision if conn is not None else None
+    if current != revision:
+        if conn is None:
+            return f"connection {connection_id!r} was deleted since the test started"
+        if revision is None:
+            return f"connection {connection_id!r} was created since the test started"
+        return f"connection {connection_id!r} changed since the test started"
+    if conn is not None:
+        apply_fields(conn, box, fields.model_dump())
+        conn.revision = new_revision()
+        await session.flush()
+        return None
+    conn = Connection(connection_id=connection_id)
     apply_fields(conn, box, fields.model_dump())
-    await session.flush()
+    try:
+        # A connection created under this id at this very moment (there was no row to lock) wins.
+        async with session.begin_nested():
+            session.add(conn)
+    except IntegrityError:
+        return f"connection {connection_id!r} was created since the test started"
+    return None
 
 
 async def delete(session: AsyncSession, connection_id: str) -> None:
-    await session.delete(await get(session, connection_id))
+    await session.delete(await get(session, connection_id, lock=True))
     await session.flush()
 
 

@@ -24,3 +24,10 @@ class Unprocessable(ServiceError):
 
 class Unavailable(ServiceError):
     status_code = 503
+
+
+class TooManyRequests(ServiceError):
+    """A cap on waiting work is reached: nothing was stored; the client may retry after a while."""
+
+    status_code = 429
+    retry_after_seconds = 30

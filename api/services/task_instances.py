@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,8 +49,9 @@ async def defer(
     kwargs: dict[str, object],
     queue: str,
     next_method: str,
-    next_kwargs: str | None,
+    next_kwargs: dict[str, Any] | None,
     trigger_timeout: datetime | None,
+    max_active_triggers: int,
 ) -> Trigger:
     """A running task defers: it waits on a new trigger and resumes in ``next_method``."""
     ti = await get(session, ti_id, lock=True)
@@ -63,12 +65,13 @@ async def defer(
         queue=queue,
         timeout=None,
         timeout_at=trigger_timeout,
+        max_active=max_active_triggers,
         task_instance_id=ti.id,
     )
     ti.state = TaskInstanceState.DEFERRED
     ti.trigger_id = trigger.id
     ti.next_method = next_method
-    ti.next_kwargs = next_kwargs
+    ti.next_kwargs = triggers.json_text(next_kwargs) if next_kwargs is not None else None
     ti.trigger_timeout = trigger_timeout
     await session.flush()
     return trigger

@@ -9,17 +9,21 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock import triggers as builtin
+from airlock.execution import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, is_allowed
 from airlock.protocol import EVENT_KWARG, FAIL_METHOD
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
 from airlock.timers import due_moment
 from api.core.crypto import SecretBox
 from api.db.models import TaskInstance, Trigger, TriggerLog, utcnow
-from api.services.errors import Conflict, NotFound, Unprocessable
+from api.services.errors import Conflict, NotFound, TooManyRequests, Unprocessable
+
+ACTIVE_TRIGGER_STATES = (TriggerState.SCHEDULED.value, TriggerState.RUNNING.value)
+MAX_FAILURE_CHARS = MAX_ERROR_CHARS + 1 + MAX_TRACEBACK_CHARS
 
 
 async def get(session: AsyncSession, trigger_id: str, *, lock: bool = False) -> Trigger:
@@ -50,14 +54,26 @@ async def create(
     kwargs: dict[str, Any],
     queue: str,
     timeout: float | None,
+    max_active: int,
     task_instance_id: str | None = None,
     timeout_at: datetime | None = None,
 ) -> Trigger:
+    """Store a trigger, unless ``queue`` already has ``max_active`` triggers that have not ended."""
     classpath = builtin.canonical(classpath)
     check_classpath(classpath)
     if timeout_at is None and timeout is not None:
         timeout_at = utcnow() + timedelta(seconds=timeout)
     fire_at(classpath, kwargs, utcnow())  # refuse bad time-trigger kwargs before storing
+    active = await session.scalar(
+        select(func.count())
+        .select_from(Trigger)
+        .where(Trigger.queue == queue, Trigger.state.in_(ACTIVE_TRIGGER_STATES))
+    )
+    if (active or 0) >= max_active:
+        raise TooManyRequests(
+            f"queue {queue!r} already has {active} triggers scheduled or running, the most it may have "
+            f"(AIRLOCK_MAX_ACTIVE_TRIGGERS_PER_QUEUE={max_active}); nothing was stored, retry later"
+        )
     trigger = Trigger(
         id=str(uuid.uuid4()),
         classpath=classpath,
@@ -149,13 +165,14 @@ async def end(
     if TriggerState(trigger.state).is_terminal:
         return False
     trigger.state = state
-    trigger.failure = (reason + ("\n" + traceback if traceback else ""))[:20_000]
+    # Cut only what no client may send (the failure endpoint's own limits): the rest is kept whole.
+    trigger.failure = (reason + ("\n" + traceback if traceback else ""))[:MAX_FAILURE_CHARS]
     trigger.finished_at = utcnow()
     ti = await _task_instance(session, trigger)
     if ti is not None and state != TriggerState.CANCELLED:
         ti.state = TaskInstanceState.SCHEDULED
         ti.next_method = FAIL_METHOD
-        ti.next_kwargs = json.dumps({"error": reason, "traceback": traceback or None})
+        ti.next_kwargs = json_text({"error": reason, "traceback": traceback or None})
         ti.trigger_id = None
         ti.trigger_timeout = None
     await session.flush()
@@ -172,6 +189,11 @@ async def _task_instance(session: AsyncSession, trigger: Trigger) -> TaskInstanc
     return ti
 
 
+def json_text(value: dict[str, Any]) -> str:
+    """JSON as next_kwargs stores it: UTF-8 as sent, not ASCII escapes (up to three times longer)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def splice_event(next_kwargs: str | None, payload: str) -> str:
     """Put the worker's payload text in as ``next_kwargs["event"]`` without decoding either."""
     body = (next_kwargs or "{}").strip()
@@ -180,9 +202,18 @@ def splice_event(next_kwargs: str | None, payload: str) -> str:
 
 
 async def add_logs(
-    session: AsyncSession, trigger_id: str, *, job_id: str | None, triggerer: str | None, lines: Sequence[Any]
+    session: AsyncSession,
+    trigger_id: str,
+    *,
+    job_id: str | None,
+    triggerer: str | None,
+    lines: Sequence[Any],
+    keep: int,
 ) -> None:
-    await get(session, trigger_id)
+    """Store the lines; past ``keep`` lines for this trigger, the oldest go, so that a chatty trigger
+    keeps its latest lines and cannot fill the database."""
+    # Locked: batches of one trigger (from two triggerers, after a handover) count one after the other.
+    trigger = await get(session, trigger_id, lock=True)
     session.add_all(
         TriggerLog(
             trigger_id=trigger_id,
@@ -194,18 +225,37 @@ async def add_logs(
         )
         for line in lines
     )
+    trigger.log_lines += len(lines)
     await session.flush()
+    if trigger.log_lines > keep:
+        newest_dropped = await session.scalar(
+            select(TriggerLog.id)
+            .where(TriggerLog.trigger_id == trigger_id)
+            .order_by(TriggerLog.id.desc())
+            .offset(keep)
+            .limit(1)
+        )
+        if newest_dropped is not None:
+            await session.execute(
+                delete(TriggerLog).where(TriggerLog.trigger_id == trigger_id, TriggerLog.id <= newest_dropped)
+            )
 
 
-async def logs(session: AsyncSession, trigger_id: str, *, after_id: int, limit: int) -> list[TriggerLog]:
-    await get(session, trigger_id)
+async def logs(
+    session: AsyncSession, trigger_id: str, *, after_id: int, limit: int
+) -> tuple[list[TriggerLog], int]:
+    """Lines after ``after_id``, and how many lines the trigger logged that are no longer kept."""
+    trigger = await get(session, trigger_id)
     rows = await session.scalars(
         select(TriggerLog)
         .where(TriggerLog.trigger_id == trigger_id, TriggerLog.id > after_id)
         .order_by(TriggerLog.id)
         .limit(limit)
     )
-    return list(rows)
+    kept = await session.scalar(
+        select(func.count()).select_from(TriggerLog).where(TriggerLog.trigger_id == trigger_id)
+    )
+    return list(rows), max(0, trigger.log_lines - (kept or 0))
 
 
 async def running_per_job(session: AsyncSession) -> dict[str, int]:

@@ -97,7 +97,7 @@ async def start_connection_test(client: Client, settings: Settings, test: Connec
     # Signal-with-start: the first test brings the semaphore up.
     await client.start_workflow(
         ConnectionTestSlotsWorkflow.run,
-        SlotsState(capacity=settings.max_connection_test_concurrency, holders=[], waiters=[]),
+        SlotsState(capacity=settings.max_connection_test_concurrency),
         id=slots_workflow_id(settings.control_queue),
         task_queue=settings.control_queue,
         start_signal=ACQUIRE_SIGNAL,

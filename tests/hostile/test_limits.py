@@ -675,3 +675,80 @@ async def test_invalid_json_is_a_clear_422(seeded: Seeded, client: httpx.AsyncCl
     assert await seeded.snapshot_async() == before, "a refused request stored something"
     record("invalid JSON", findings.cases, f"{len(findings.wrong)} wrong", "each a 422 saying what is wrong")
     assert not findings.wrong, "\n".join(findings.wrong)
+
+
+# JSON that Python parses but that is not JSON a consumer can read back: NaN and infinities, spelled out
+# or reached by a number too large for a float. next_kwargs and every stored JSON column must stay JSON.
+NON_FINITE = ("NaN", "Infinity", "-Infinity", "1e400", "-1e999")
+
+
+def _endpoint(method: str, path: str) -> Endpoint:
+    return next(e for e in endpoints() if (e.method, e.path) == (method, path))
+
+
+def non_finite_cases() -> list[tuple[str, Endpoint, bytes, tuple[str, ...]]]:
+    """(name, endpoint, raw body, words the refusal says) for every way a number reaches a stored column."""
+    marker = 12345.5
+    cases: list[tuple[str, Endpoint, bytes, tuple[str, ...]]] = []
+    event = _endpoint("POST", "/triggers/{trigger_id}/event")
+    for number in NON_FINITE:
+        payload = json.dumps({"__classname__": "x", "value": marker}).replace(str(marker), number)
+        body = json.dumps({"event_type": "event", "payload": payload}).encode()
+        cases.append((f"event payload with {number}", event, body, ("payload",)))
+    placed = {
+        "extra": _endpoint("POST", "/api/v2/connections"),
+        "kwargs": _endpoint("POST", "/api/v2/triggers"),
+    }
+    deferrals = (
+        _endpoint("POST", "/api/v2/task-instances"),
+        _endpoint("PATCH", "/task-instances/{task_instance_id}/state"),
+    )
+    for number in NON_FINITE:
+        for where, endpoint in placed.items():
+            body = json.loads(json.dumps(endpoint.body))
+            body[where] = {**body[where], "n": marker}
+            raw = json.dumps(body).replace(str(marker), number).encode()
+            cases.append((f"{where} with {number}", endpoint, raw, (where, "finite")))
+        for endpoint in deferrals:
+            body = json.loads(json.dumps(endpoint.body))
+            holder = body.get("defer", body)
+            holder["next_kwargs"] = {"deep": [{"n": marker}]}
+            raw = json.dumps(body).replace(str(marker), number).encode()
+            cases.append(
+                (f"{endpoint.api} next_kwargs with {number}", endpoint, raw, ("next_kwargs", "finite"))
+            )
+        logs = _endpoint("POST", "/triggers/{trigger_id}/logs")
+        raw = json.dumps({"lines": [{"timestamp": marker, "level": "INFO", "message": "m"}]})
+        cases.append(
+            (f"log timestamp {number}", logs, raw.replace(str(marker), number).encode(), ("timestamp",))
+        )
+        test = next(e for e in endpoints() if e.path == "/api/v2/connections/test" and "conn_type" in e.body)
+        raw = json.dumps({**test.body, "timeout": marker}).replace(str(marker), number)
+        cases.append((f"test timeout {number}", test, raw.encode(), ("timeout",)))
+    return cases
+
+
+async def test_non_finite_numbers_are_refused_everywhere(seeded: Seeded, client: httpx.AsyncClient) -> None:
+    """NaN, Infinity and numbers too large for a float: a 422 naming the field, nothing stored."""
+    cases = non_finite_cases()
+    before = await seeded.snapshot_async()
+    findings = Findings()
+    for name, endpoint, body, words in cases:
+        response = await endpoint.send(seeded, client, body)
+        findings.check(response.status_code == 422 and says(response, *words), name, response)
+    assert await seeded.snapshot_async() == before, "a refused request stored something"
+    # The same event with a finite number is taken, and lands in the trigger as sent.
+    event = Endpoint("execution", "POST", "/triggers/{trigger_id}/event", {})
+    payload = '{"__classname__":"x","value":1.5e300}'
+    fired = await event.send(seeded, client, json.dumps({"payload": payload}).encode())
+    assert fired.status_code == 204, fired.text
+    async with seeded.stack.client() as admin:
+        trigger = (await admin.get(f"/api/v2/triggers/{seeded.trigger_id}")).json()
+    assert trigger["event_payload"] == payload
+    record(
+        "non-finite numbers",
+        findings.cases,
+        f"{len(findings.wrong)} wrong",
+        "NaN, ±Infinity, 1e400 in event payloads, extras, kwargs, next_kwargs (both APIs), timestamps, timeouts",
+    )
+    assert not findings.wrong, "\n".join(findings.wrong)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 from cadwyn import VersionedAPIRouter
@@ -38,8 +37,9 @@ async def defer(
             kwargs=body.trigger.kwargs,
             queue=body.trigger.queue or runtime.settings.default_trigger_queue,
             next_method=body.next_method,
-            next_kwargs=json.dumps(body.next_kwargs) if body.next_kwargs is not None else None,
+            next_kwargs=body.next_kwargs,
             trigger_timeout=timeout_at,
+            max_active_triggers=runtime.settings.max_active_triggers_per_queue,
         )
     await launch_trigger(runtime, trigger)
     return Deferred(trigger_id=trigger.id)

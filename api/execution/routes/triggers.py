@@ -64,9 +64,16 @@ async def post_failure(
 
 
 @router.post("/{trigger_id}/logs", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def post_logs(trigger_id: str, body: TriggerLogBatch, _: TriggerTokenDep, session: SessionDep) -> None:
+async def post_logs(
+    trigger_id: str, body: TriggerLogBatch, _: TriggerTokenDep, session: SessionDep, runtime: RuntimeDep
+) -> None:
     await triggers.add_logs(
-        session, trigger_id, job_id=body.job_id, triggerer=body.triggerer, lines=body.lines
+        session,
+        trigger_id,
+        job_id=body.job_id,
+        triggerer=body.triggerer,
+        lines=body.lines,
+        keep=runtime.settings.max_log_lines_per_trigger,
     )
 
 

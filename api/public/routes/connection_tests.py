@@ -29,6 +29,7 @@ def to_response(test: ConnectionTest) -> ConnectionTestResponse:
     responses={
         404: {"description": "saved connection not found"},
         409: {"description": "the connection already has an active test"},
+        429: {"description": "as many tests wait in the queue, or in all, as may (Retry-After)"},
         503: {"description": "Temporal unreachable; the test was recorded as failed"},
     },
 )

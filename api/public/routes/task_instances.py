@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 from fastapi import APIRouter, status
@@ -21,7 +20,14 @@ def to_response(ti: TaskInstance) -> TaskInstanceResponse:
     return TaskInstanceResponse.model_validate(ti, from_attributes=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "already exists"}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        409: {"description": "already exists"},
+        429: {"description": "the trigger's queue has as many active triggers as it may (Retry-After)"},
+    },
+)
 async def create_task_instance(body: TaskInstanceCreate, runtime: RuntimeDep) -> TaskInstanceCreated:
     async with runtime.sessions.begin() as session:
         ti = await task_instances.create(
@@ -38,10 +44,11 @@ async def create_task_instance(body: TaskInstanceCreate, runtime: RuntimeDep) ->
                 kwargs=d.kwargs,
                 queue=d.queue or runtime.settings.default_trigger_queue,
                 next_method=d.next_method,
-                next_kwargs=json.dumps(d.next_kwargs) if d.next_kwargs is not None else None,
+                next_kwargs=d.next_kwargs,
                 trigger_timeout=utcnow() + timedelta(seconds=d.trigger_timeout)
                 if d.trigger_timeout
                 else None,
+                max_active_triggers=runtime.settings.max_active_triggers_per_queue,
             )
     if trigger is not None:
         await launch_trigger(runtime, trigger)

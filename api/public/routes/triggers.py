@@ -25,7 +25,12 @@ def to_response(trigger: Trigger) -> TriggerResponse:
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, responses={503: {"description": "Temporal unreachable"}}
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        429: {"description": "the queue has as many active triggers as it may (Retry-After)"},
+        503: {"description": "Temporal unreachable"},
+    },
 )
 async def create_trigger(body: TriggerCreate, runtime: RuntimeDep) -> TriggerResponse:
     """A standalone trigger. Its kwargs are encrypted at rest; the API never imports its classpath."""
@@ -37,6 +42,7 @@ async def create_trigger(body: TriggerCreate, runtime: RuntimeDep) -> TriggerRes
             kwargs=body.kwargs,
             queue=body.queue or runtime.settings.default_trigger_queue,
             timeout=body.timeout,
+            max_active=runtime.settings.max_active_triggers_per_queue,
         )
     await launch_trigger(runtime, trigger)
     return to_response(trigger)
@@ -81,5 +87,7 @@ async def get_logs(
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> TriggerLogs:
     """What the trigger logged on its triggerer, each line tagged with the triggerer job that ran it."""
-    rows = await triggers.logs(session, trigger_id, after_id=after_id, limit=limit)
-    return TriggerLogs(lines=[TriggerLogLine.model_validate(r, from_attributes=True) for r in rows])
+    rows, dropped = await triggers.logs(session, trigger_id, after_id=after_id, limit=limit)
+    return TriggerLogs(
+        lines=[TriggerLogLine.model_validate(r, from_attributes=True) for r in rows], dropped_lines=dropped
+    )
