@@ -13,6 +13,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 
+from workflows.common import show
+
 with workflow.unsafe.imports_passed_through():
     from airlock.protocol import ACQUIRE_SIGNAL, RELEASE_SIGNAL, SLOT_GRANTED_SIGNAL
     from airlock.workloads import SlotHolder, SlotRequest, SlotsState
@@ -55,6 +57,10 @@ class ConnectionTestSlotsWorkflow:
         while True:
             self._expire_leases()
             await self._grant()
+            show(
+                "running",
+                f"{len(self._holders)} of {self._capacity} slots held, {len(self._waiters)} tests waiting",
+            )
             if workflow.info().get_current_history_length() > CONTINUE_AS_NEW_AFTER_EVENTS or (
                 workflow.info().is_continue_as_new_suggested()
             ):
