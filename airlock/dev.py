@@ -13,6 +13,8 @@ import httpx
 
 from airlock.devstack import api_env, ensure_secrets, load_config, temporal_command, wait_for_port, worker_env
 
+LOGGING_VARIABLES = ("AIRLOCK_LOG_FORMAT", "AIRLOCK_LOG_LEVEL")
+
 
 def run_dev(config_path: Path) -> int:
     config = load_config(config_path)
@@ -21,7 +23,9 @@ def run_dev(config_path: Path) -> int:
     temporal, api, worker = config["temporal"], config["api"], config.get("worker", {})
     temporal_address = f"{temporal.get('ip', '127.0.0.1')}:{temporal.get('port', 7233)}"
     api_url = f"http://{api['host']}:{api['port']}"
-    env = api_env(dev, temporal_address=temporal_address, database_url=api["database_url"])
+    # The children's environments are built from scratch: carry the logging choice over to each.
+    logging_env = {name: os.environ[name] for name in LOGGING_VARIABLES if name in os.environ}
+    env = api_env(dev, temporal_address=temporal_address, database_url=api["database_url"], **logging_env)
     worker_token = _worker_token(env, state_dir)
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -57,6 +61,7 @@ def run_dev(config_path: Path) -> int:
                 temporal_address=temporal_address,
                 api_url=api_url,
                 queues=queues,
+                **logging_env,
             ),
         )
         triggerer = config.get("triggerer")
@@ -70,6 +75,7 @@ def run_dev(config_path: Path) -> int:
                     temporal_address=temporal_address,
                     api_url=api_url,
                     queues=list(triggerer.get("queues", ["triggers"])),
+                    **logging_env,
                 ),
             )
         ui = f"http://{temporal.get('ip', '127.0.0.1')}:{temporal.get('ui_port', 8233)}"
