@@ -119,7 +119,12 @@ def _scrub_record(record: logging.LogRecord, secrets: tuple[str, ...]) -> None:
         record.stack_info = scrub(record.stack_info, *secrets)
     # A structlog event (a dict) was scrubbed in its own chain, and must stay a dict for its renderer.
     if not isinstance(record.msg, dict):
-        record.msg, record.args = scrub(record.getMessage(), *secrets), ()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # Arguments that do not fit the format: a handler would report it; show both, scrubbed.
+            message = f"{record.msg} (arguments: {record.args!r})"
+        record.msg, record.args = scrub(message, *secrets), ()
 
 
 def install_secret_scrubbing() -> None:
@@ -178,6 +183,11 @@ def _access_fields(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+def _drop_positional_args(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event_dict.pop("positional_args", None)  # already in the message
+    return event_dict
+
+
 def _shared_processors(json: bool) -> list[Processor]:
     """What structlog events and stdlib records both go through before they are rendered."""
     return [
@@ -202,6 +212,9 @@ def configure_logging(
     """Set up stdlib logging and structlog for this process; call it once, first thing in ``main``."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    level = level.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
     json = log_format == "json"
     stream = stream or sys.stderr
     shared = _shared_processors(json)
@@ -213,7 +226,8 @@ def configure_logging(
             colors=_is_terminal(stream), exception_formatter=structlog.dev.plain_traceback
         )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[_access_fields, *shared],
+        # JSON readers filter an access line on its fields; the console line says it all already.
+        foreign_pre_chain=[_access_fields, *shared] if json else [_drop_positional_args, *shared],
         # The scrub runs again here: a stdlib record's traceback is rendered by this chain.
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -228,8 +242,8 @@ def configure_logging(
     for old in [h for h in root.handlers if isinstance(h, _AirlockHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
-    numeric = logging.getLevelName(level.upper())
+    root.setLevel(level)
+    numeric = logging.getLevelName(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, numeric))
     # uvicorn's and the SDK's loggers write through the root handler, in this format, and nowhere else.
@@ -252,7 +266,7 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    _forward_temporal_core_logs(level.upper())
+    _forward_temporal_core_logs(level)
 
 
 def _forward_temporal_core_logs(level: str) -> None:

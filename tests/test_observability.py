@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from airlock.codec import ENCODING, make_codec
 from airlock.protocol import CONNECTION_TEST_FAILED_ERROR, connection_test_workflow_id, trigger_workflow_id
-from airlock.summaries import shorten
+from airlock.summaries import shorten, target_of
 from airlock.triggers import TIMEDELTA_TRIGGER
 from api.db.session import sync_url
 from api.temporal.client import connect
@@ -435,3 +436,38 @@ async def test_reaper_records_the_outcome_a_closed_workflow_carries(make_stack) 
         after = [(await client.get(f"/api/v2/connections/test/{test_id}")).json() for test_id in ids]
     for old, new in zip(before, after, strict=True):
         assert (new["state"], new["result_message"]) == (old["state"], old["result_message"])
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "shown"),
+    [
+        ("db.internal", 5432, "db.internal:5432"),
+        ("alice:pw@db.internal", None, "db.internal"),
+        ("https://u:pw@hooks.example.com/services/T0/B0/XYZ?token=abc", None, "https://hooks.example.com"),
+        ("https://hooks.example.com:8443/path", None, "https://hooks.example.com:8443"),
+        ("http://[broken", None, "http://"),
+        ("/var/lib/app.db?mode=ro", None, "/var/lib/app.db"),
+        (None, None, "?"),
+    ],
+)
+def test_a_target_is_shown_without_credentials_paths_or_queries(
+    host: str | None, port: int | None, shown: str
+) -> None:
+    assert target_of(host, port) == shown
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("AIRLOCK_LOG_FORMAT", "xml"), ("AIRLOCK_LOG_LEVEL", "loud")]
+)
+def test_a_bad_logging_setting_is_a_clear_usage_error(variable: str, value: str) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}, variable: value}
+    for command in ("worker", "api"):
+        done = subprocess.run(
+            [sys.executable, "-m", "airlock.cli", command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert f"invalid configuration: {variable}: Input should be" in done.stderr, done.stderr
