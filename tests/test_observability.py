@@ -5,6 +5,7 @@ trigger naming it, its queue and its worker, no secret) and the Temporal UI's vi
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
+from google.protobuf import json_format
 from sqlalchemy import create_engine, text
-from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.common.v1 import Payloads, WorkflowExecution
 from temporalio.api.query.v1 import WorkflowQuery
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
@@ -345,6 +348,13 @@ async def test_temporal_ui_names_each_test_and_shows_failed_ones_failed(make_sta
     user_metadata = (await handle.describe()).raw_description.execution_config.user_metadata
     assert user_metadata.summary.metadata["encoding"] == ENCODING
     assert user_metadata.details.metadata["encoding"] == ENCODING
+    # The UI shows it through the API's decode-only codec endpoint, as `make dev` configures it.
+    body = json_format.MessageToDict(Payloads(payloads=[user_metadata.summary]))
+    async with httpx.AsyncClient(base_url=stack.api.url) as ui:
+        decoded = await ui.post(f"/codec/ui/{stack.secrets.codec_token}/decode", json=body)
+    assert decoded.status_code == 200, decoded.text
+    plain = base64.b64decode(decoded.json()["payloads"][0]["data"])
+    assert json.loads(plain) == shown["refused"][0]
     started = (await handle.fetch_history()).events[0]
     assert started.user_metadata.summary.metadata["encoding"] == ENCODING
     answer = await raw.workflow_service.query_workflow(
