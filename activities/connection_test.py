@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
+import structlog
 from temporalio import activity
 
 from activities.api_errors import reported_to_temporal
 from activities.testers import available_conn_types, tester_modules
 from airlock.execution import ConnectionTestStatePatch
+from airlock.logging import bind_work, hide_in_logs
 from airlock.protocol import CONNECTION_TEST_ACTIVITY
-from airlock.secrets import scrub
+from airlock.secrets import connection_secrets, scrub
+from airlock.summaries import shorten, target_of
 from airlock.version import LATEST_EXECUTION_API_VERSION
 from airlock.workloads import ConnectionTestOutcome, RunConnectionTestInput
 from worker.client import ExecutionAPIClient
 from worker.config import WorkerSettings
 from worker.isolation import ForkServer
 from worker.role import Role
+
+log = structlog.get_logger(__name__)
 
 CHILD_TARGET = "activities.testers.child:run"
 # How long the test waits for the Execution API to come back before it gives up.
@@ -49,6 +55,17 @@ class ConnectionTestActivities:
 
     @activity.defn(name=CONNECTION_TEST_ACTIVITY)
     async def run_connection_test(self, workload: RunConnectionTestInput) -> ConnectionTestOutcome:
+        bind_work(test_id=workload.test_id, queue=activity.info().task_queue, worker=self._identity)
+        try:
+            outcome = await self._run(workload)
+        except asyncio.CancelledError:
+            log.info("connection test cancelled: driver process killed")
+            raise
+        result = "success" if outcome.ok else "failed"
+        log.info("connection test finished", outcome=result, message=shorten(outcome.message))
+        return outcome
+
+    async def _run(self, workload: RunConnectionTestInput) -> ConnectionTestOutcome:
         api = ExecutionAPIClient(
             self._api_url,
             workload.token,
@@ -62,6 +79,10 @@ class ConnectionTestActivities:
                 running = ConnectionTestStatePatch(state="running", worker=self._identity)
                 await api.connection_tests.set_state(workload.test_id, running)
                 fields = await api.connection_tests.get_connection(workload.test_id)
+        hide_in_logs(*connection_secrets(fields))
+        log.info(
+            "connection test running", conn_type=fields.conn_type, target=target_of(fields.host, fields.port)
+        )
         if fields.conn_type not in self._conn_types:
             return self._outcome(
                 False,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import httpx
+import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -34,17 +35,21 @@ from airlock.execution import (
     TriggerFailureBody,
     TriggerLogBatch,
 )
+from airlock.logging import bind_work, hidden_in_logs, hide_in_logs, install_secret_scrubbing
 from airlock.plugins import trigger_entry_points
 from airlock.protocol import RUN_TRIGGER_ACTIVITY, TRIGGER_FAILED_ERROR, TRIGGER_NOT_ALLOWED_ERROR
 from airlock.sdk.triggers import BaseTrigger
 from airlock.secrets import connection_secrets, scrub, sensitive_values
 from airlock.serde import serialize
 from airlock.states import TriggerState
+from airlock.summaries import shorten
 from airlock.triggers import builtin_classpaths
 from airlock.workloads import RunTriggerInput
 from worker.client import ExecutionAPIClient, ExecutionAPIError
 from worker.config import WorkerSettings
 from worker.role import Role
+
+log = structlog.get_logger(__name__)
 
 # How long a triggerer keeps retrying the API (down for a deploy, say) before Temporal retries the run.
 API_OUTAGE_TOLERANCE = 120.0
@@ -56,27 +61,6 @@ MAX_LOG_BUFFER = 5000
 _current_buffer: contextvars.ContextVar[list[LogLine] | None] = contextvars.ContextVar(
     "trigger_log_buffer", default=None
 )
-# The running trigger's secrets: no log line, error or traceback of its task may show them.
-_current_secrets: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
-    "trigger_secrets", default=()
-)
-
-
-class _ScrubTriggerSecrets(logging.Filter):
-    """Rewrites a record logged while a trigger runs so that none of its secrets is in it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = _current_secrets.get()
-        if secrets:
-            if record.exc_info and not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.msg, record.args = scrub(record.getMessage(), *secrets), ()
-            if record.exc_text:
-                record.exc_text = scrub(record.exc_text, *secrets)
-            if record.stack_info:
-                record.stack_info = scrub(record.stack_info, *secrets)
-        return True
-
 
 # The runner's own machinery (shipping these very logs included) is not the trigger's log.
 _RUNNER_LOGGERS = ("httpx", "httpcore", "temporalio", "asyncio", "worker.", "activities.trigger_run")
@@ -109,12 +93,8 @@ class _Context:
     async def get_connection(self, conn_id: str) -> ConnectionFields:
         conn = await self._api.triggers.get_connection(self._trigger_id, conn_id)
         # What the trigger now holds is scrubbed from its logs and errors, as its kwargs' secrets are.
-        _add_secrets(connection_secrets(conn))
+        hide_in_logs(*connection_secrets(conn))
         return conn
-
-
-def _add_secrets(secrets: Sequence[str]) -> None:
-    _current_secrets.set(tuple({*_current_secrets.get(), *secrets}))
 
 
 class TriggerActivities:
@@ -139,13 +119,10 @@ class TriggerActivities:
         self.job_id: str | None = None
         handler = _TriggerLogHandler()
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        # On every handler (the worker's own log included), so that the first one to see a record
-        # scrubs it for all.
-        scrubber = _ScrubTriggerSecrets()
-        for each in root.handlers:
-            each.addFilter(scrubber)
+        logging.getLogger().addHandler(handler)
+        # A running trigger's secrets (hide_in_logs) are scrubbed from every record as it is made,
+        # whichever handler formats it: this one, the worker's own, any added later.
+        install_secret_scrubbing()
 
     @activity.defn(name=RUN_TRIGGER_ACTIVITY)
     async def run_trigger(self, workload: RunTriggerInput) -> str:
@@ -160,6 +137,7 @@ class TriggerActivities:
         logs_api = ExecutionAPIClient(
             self._api_url, workload.token, transport=self._log_transport, limiter=self._log_limiter
         )
+        bind_work(trigger_id=workload.trigger_id, queue=activity.info().task_queue, worker=self._identity)
         buffer: list[LogLine] = []
         _current_buffer.set(buffer)
         beating = asyncio.create_task(self._beat())
@@ -169,13 +147,18 @@ class TriggerActivities:
             with reported_to_temporal():
                 claim = TriggerClaim(job_id=self.job_id, triggerer=self._identity)
                 claimed = await api.triggers.claim(workload.trigger_id, claim)
-                _current_secrets.set(tuple(sensitive_values(claimed.kwargs)))
+                hide_in_logs(*sensitive_values(claimed.kwargs))
+                structlog.contextvars.bind_contextvars(classpath=claimed.classpath)
+                log.info("trigger claimed", attempt=activity.info().attempt, job_id=self.job_id)
                 trigger = self._build(claimed.classpath, claimed.kwargs)
                 trigger.context = _Context(api, workload.trigger_id, trigger.log)
                 trigger.log.info("running %s on %s", claimed.classpath, self._identity)
                 # Its logs are shipped before its end is reported: a finished trigger's log is complete.
                 flush = functools.partial(self._flush, logs_api, workload.trigger_id, buffer)
                 return await self._first_event(api, workload.trigger_id, trigger, flush)
+        except asyncio.CancelledError:
+            log.info("trigger cancelled: running its cleanup")
+            raise
         finally:
             if trigger is not None:
                 with contextlib.suppress(Exception):
@@ -194,7 +177,7 @@ class TriggerActivities:
             # A validation message may quote the value it rejects: a URL with its password, say.
             message = f"cannot build trigger {classpath}: {type(exc).__name__}: {exc}"
             raise ApplicationError(
-                scrub(message, *_current_secrets.get()),
+                scrub(message, *hidden_in_logs()),
                 type=TRIGGER_FAILED_ERROR,
                 non_retryable=True,
             ) from None
@@ -214,6 +197,7 @@ class TriggerActivities:
                 )
                 await _quietly(flush_logs)
                 await api.triggers.post_event(trigger_id, body)
+                log.info("trigger fired", event_type=event.event_type)
                 return TriggerState.FIRED
             raise RuntimeError("the trigger's run() ended without an event")
         # The API's answers (a refusal, an outage) are not the trigger's own failure.
@@ -223,7 +207,7 @@ class TriggerActivities:
             # The trigger itself raised: report it with the traceback, and do not retry it elsewhere.
             trigger.log.error("failed: %s", exc)
             # Its message and traceback may quote its own kwargs: they leave this process scrubbed.
-            secrets = _current_secrets.get()
+            secrets = hidden_in_logs()
             error = scrub(f"{type(exc).__name__}: {exc}", *secrets)
             stack = scrub(traceback.format_exc(), *secrets)
             await _quietly(flush_logs)
@@ -231,6 +215,7 @@ class TriggerActivities:
                 error=error[:MAX_ERROR_CHARS], traceback=stack[-MAX_TRACEBACK_CHARS:]
             )
             await api.triggers.post_failure(trigger_id, failure)
+            log.warning("trigger failed", error=shorten(error))
             raise ApplicationError(error, type=TRIGGER_FAILED_ERROR, non_retryable=True) from None
 
     async def _beat(self) -> None:

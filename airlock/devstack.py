@@ -100,7 +100,7 @@ def temporal_command(temporal: dict[str, Any], codec_token: str, binary: str | N
 
 
 def api_env(dev: DevSecrets, *, temporal_address: str, database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
+    env = _inherited_environment()
     env.update(
         AIRLOCK_TEMPORAL_ADDRESS=temporal_address,
         AIRLOCK_DATABASE_URL=database_url,
@@ -124,7 +124,7 @@ def worker_env(
     **extra: str,
 ) -> dict[str, str]:
     """A worker's whole configuration: Temporal, the API, its credential. No database URL, ever."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
+    env = _inherited_environment()
     env.update(
         AIRLOCK_TEMPORAL_ADDRESS=temporal_address,
         AIRLOCK_API_URL=api_url,
@@ -134,6 +134,14 @@ def worker_env(
     )
     env.update(extra)
     return env
+
+
+# The one choice of the caller's AIRLOCK_* that every process of a stack shares; the rest is set per process.
+INHERITED_VARIABLES = ("AIRLOCK_LOG_FORMAT", "AIRLOCK_LOG_LEVEL")
+
+
+def _inherited_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_") or k in INHERITED_VARIABLES}
 
 
 def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:

@@ -29,6 +29,9 @@ API_REJECTED_ERROR = "ExecutionAPIRejected"  # a 4xx: retrying will not help
 API_UNAVAILABLE_ERROR = "ExecutionAPIUnavailable"  # a 5xx or no answer: Temporal retries
 TRIGGER_FAILED_ERROR = "TriggerFailed"  # the trigger itself raised
 TRIGGER_NOT_ALLOWED_ERROR = "TriggerNotAllowed"  # outside the triggerer's allowlist
+# How a connection-test workflow fails when its test failed (the UI's Failed filter finds it): the
+# outcome rides in the error's details, encrypted like every payload.
+CONNECTION_TEST_FAILED_ERROR = "ConnectionTestFailed"
 
 # A trigger's event type: EVENT resumes the task instance, the terminal ones end it directly.
 EventType = Literal["event", "task_success", "task_failed", "task_skipped"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from airlock.codec import EncryptionCodec, make_codec
+from airlock.logging import LogFormat, LogLevel
 
 
 class TemporalSettings(BaseSettings):
@@ -20,6 +21,16 @@ class TemporalSettings(BaseSettings):
     payload_key_id: str = "k1"
     # Keys that still decrypt old payloads after a rotation, as {"key id": "base64 key"}.
     payload_old_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Every process logs through airlock.logging: "console" lines, or "json" (one object per line).
+    log_format: LogFormat = "console"
+    log_level: LogLevel = "INFO"
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.strip().lower() if info.field_name == "log_format" else value.strip().upper()
 
     def __repr_args__(self) -> Any:
         # repr() and str() of settings (a log line, a traceback) show URLs without their password:

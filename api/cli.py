@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from airlock.cli.common import fail
+from airlock.cli.common import fail, load_settings
 
 if TYPE_CHECKING:
     from api.core.config import Settings
@@ -18,18 +18,10 @@ if TYPE_CHECKING:
 
 def _settings() -> Settings:
     try:
-        from pydantic import ValidationError
-
         from api.core.config import Settings
     except ImportError as exc:
         fail(f"the API is not installed here ({exc.name} is missing): pip install 'airlock[api]'")
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"AIRLOCK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        fail(f"invalid configuration: {problems}")
+    return load_settings(Settings)
 
 
 def api(

@@ -12,7 +12,9 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import text
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from airlock.logging import configure_logging, request_scope
 from api import codec
 from api.core.config import Settings
 from api.core.crypto import SecretBox
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Outermost, so that uvicorn's access line for the request is written inside its scope.
+    app.add_middleware(RequestLogScope)
     return app
 
 
@@ -112,6 +116,20 @@ async def _sweep_forever(runtime: Runtime) -> None:
     await reap_forever("retention", sweep_once, runtime.settings.retention_interval)
 
 
+class RequestLogScope:
+    """The test or trigger a request's handlers name (``bind_work``) is on its access log line too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with request_scope():
+            await self.app(scope, receive, send)
+
+
 # Longer than any client keeps an idle connection (httpx: 5 s, uvicorn's own default too). With equal
 # timeouts a client can send on a connection at the moment the server closes it, and the request fails
 # with a read error; the server holding on longer leaves every close to the client, between requests.
@@ -123,14 +141,18 @@ def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> 
 
     from api.db.migrate import upgrade
 
+    configure_logging(settings.log_format, settings.log_level)
     settings.require_secrets()
     if migrate:
         upgrade(settings.database_url)
+    log.info("starting the API", host=host, port=port, control_queue=settings.control_queue)
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
-        log_level="warning",
-        access_log=False,
+        # uvicorn logs through airlock.logging's root handler, at its level, the access log included.
+        log_config=None,
+        log_level=None,
+        access_log=True,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )

@@ -61,6 +61,7 @@ from temporalio.worker import Worker
 
 from airlock import search_attributes as sa
 from airlock.devstack import ensure_secrets, free_port, temporal_binary, temporal_command, wait_for_port
+from airlock.logging import configure_logging
 from api.db.migrate import upgrade
 from bench.floor import FloorInput, FloorWorkflow, floor_mark, floor_record, floor_test
 from tests.stack import ApiServer, Stack, stack_settings
@@ -385,7 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--burst", type=_count, default=200, help="tests in the burst (default 200)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, open(Path(tmp) / "api.log", "a") as log:
+        # The in-process API logs as `airlock api` does: INFO, access log included, into a file.
+        configure_logging(stream=log)
         single, burst = asyncio.run(bench(args, Path(tmp)))
     wall = time.perf_counter() - started
     print()

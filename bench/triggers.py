@@ -67,6 +67,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from airlock.devstack import ensure_secrets, free_port
+from airlock.logging import configure_logging
 from airlock.triggers import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from api.db.migrate import upgrade
 from bench.connection_tests import _count, _phase, _print_logs, machine_info, start_temporal
@@ -598,7 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=_count, default=1000, help="triggers per part (default 1000)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, open(Path(tmp) / "api.log", "a") as log:
+        # The in-process API logs as `airlock api` does: INFO, access log included, into a file.
+        configure_logging(stream=log)
         timers, files, floor = asyncio.run(bench(args.count, Path(tmp)))
     wall = time.perf_counter() - started
     print()

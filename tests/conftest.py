@@ -16,7 +16,7 @@ from airlock import search_attributes
 from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
 from api.db.migrate import upgrade
 from tests import secret_scan, services
-from tests.stack import ApiServer, Stack, stack_settings
+from tests.stack import ApiProcess, ApiServer, Stack, stack_settings
 from tests.targets import SlowTarget, silent_listener, slow_http
 
 SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
@@ -116,6 +116,30 @@ async def make_stack(
         stack = Stack(dev_secrets, temporal_address, ApiServer(settings, free_port()), tmp_path)
         await stack.api.start()
         stacks.append(stack)
+        return stack
+
+    yield factory
+    for stack in stacks:
+        stack.stop_workers()
+        await stack.api.stop()
+
+
+@pytest.fixture
+async def make_process_stack(
+    dev_secrets: Any, temporal_address: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[StackFactory]:
+    """Like ``make_stack``, with the API run as ``airlock api`` in a child process (its log in
+    ``tmp_path/api.log``): what an operator runs, logging set up as in production."""
+    stacks: list[Stack] = []
+
+    async def factory(env: dict[str, str] | None = None, **overrides: Any) -> Stack:
+        settings = stack_settings(
+            dev_secrets, temporal_address, database_url, **{"job_liveness_timeout": 5, **overrides}
+        )
+        api = ApiProcess(settings, dev_secrets, free_port(), tmp_path / "api.log", env or {})
+        stack = Stack(dev_secrets, temporal_address, api, tmp_path)
+        stacks.append(stack)
+        await api.start()
         return stack
 
     yield factory

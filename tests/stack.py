@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from airlock.devstack import DevSecrets, worker_env
+from airlock.devstack import DevSecrets, api_env, worker_env
 from api.core.config import Settings
 from api.core.security import mint_worker_token
 from api.deps import Runtime
@@ -86,10 +86,72 @@ class ApiServer:
 
 
 @dataclass
+class ApiProcess:
+    """The API as an operator runs it: ``airlock api`` in a child process, logging into ``log_path``
+    with the process's own logging setup (the in-process ``ApiServer`` logs into the test process)."""
+
+    settings: Settings
+    secrets: DevSecrets
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        env = api_env(
+            self.secrets,
+            temporal_address=self.settings.temporal_address,
+            database_url=self.settings.database_url,
+            AIRLOCK_CONTROL_QUEUE=self.settings.control_queue,
+            AIRLOCK_JOB_LIVENESS_TIMEOUT=str(self.settings.job_liveness_timeout),
+            **self.env,
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "airlock.cli",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
+            for _ in range(600):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"airlock api exited with {self.proc.returncode}; see {self.log_path}")
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError("airlock api did not become healthy")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
 class Stack:
     secrets: DevSecrets
     temporal_address: str
-    api: ApiServer
+    api: ApiServer | ApiProcess
     log_dir: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -99,7 +161,7 @@ class Stack:
 
     def reaper(self) -> ConnectionTestReaper:
         """A reaper on this replica's runtime, to run a pass now instead of waiting for the grace."""
-        assert self.api.server is not None
+        assert isinstance(self.api, ApiServer) and self.api.server is not None
         runtime: Runtime = self.api.server.config.app.state.runtime
         assert runtime.temporal is not None
         return ConnectionTestReaper(runtime.temporal, self.settings, runtime.sessions, runtime.box)

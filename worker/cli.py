@@ -24,10 +24,11 @@ def worker(
     """Run a worker serving one or more task queues, with this host's credential (AIRLOCK_WORKER_TOKEN)."""
     import asyncio
 
+    from airlock.cli.common import load_settings
     from worker.config import WorkerSettings
     from worker.main import run_worker
 
-    settings = WorkerSettings()
+    settings = load_settings(WorkerSettings)
     updates: dict[str, object] = {"queues": queue} if queue else {}
     if triggerer:
         updates["triggerer"] = True

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from datetime import timedelta
@@ -17,6 +16,7 @@ from temporalio.worker import Worker
 
 from airlock.codec import make_data_converter
 from airlock.execution import JobRegistration
+from airlock.logging import configure_logging
 from airlock.plugins import load_worker_role
 from worker.client import ExecutionAPIClient
 from worker.config import WorkerSettings
@@ -33,8 +33,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     if not settings.worker_token:
         raise SystemExit("AIRLOCK_WORKER_TOKEN is not set: a worker needs its own credential")
     forget_secrets_in_environment()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(settings.log_format, settings.log_level)
     stop = stop or _stop_on_signals()
     client = await Client.connect(
         settings.temporal_address,
@@ -42,6 +41,8 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         data_converter=make_data_converter(settings.codec()),
     )
     identity = f"{settings.hostname}:{os.getpid()}"
+    # Every line of this process names it; the activities bind the test or trigger they run.
+    structlog.contextvars.bind_contextvars(worker=identity)
     role_factory: RoleFactory = load_worker_role("triggerer" if settings.triggerer else "worker")
     role = role_factory(settings, identity)
     workers = [
@@ -72,7 +73,6 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         )
         role.on_registered(job_id)
         log.info("worker started", kind=role.kind, job_id=job_id, queues=settings.queues)
-        print(f"airlock worker {identity} serving {', '.join(settings.queues)} (job {job_id})", flush=True)
         runs = [asyncio.create_task(w.run()) for w in workers]
         try:
             await stop.wait()

@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from airlock import search_attributes as sa
+    from airlock.summaries import state_details
 
 
 def api_retry() -> RetryPolicy:
@@ -21,3 +22,9 @@ def api_retry() -> RetryPolicy:
 def set_state(state: StrEnum) -> None:
     """The state operators filter on in the Temporal UI (``AirlockState``)."""
     workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+
+
+def show(state: str, message: str | None = None) -> None:
+    """The current details the Temporal UI shows (the ``__temporal_workflow_metadata`` query): the
+    state, and a short line on what it means. Never a secret: see airlock/summaries.py."""
+    workflow.set_current_details(state_details(state, message))

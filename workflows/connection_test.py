@@ -10,11 +10,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
-from workflows.common import api_retry, set_state
+from workflows.common import api_retry, set_state, show
 
 with workflow.unsafe.imports_passed_through():
     from airlock.protocol import (
         CONNECTION_TEST_ACTIVITY,
+        CONNECTION_TEST_FAILED_ERROR,
         MARK_QUEUED_ACTIVITY,
         RECORD_RESULT_ACTIVITY,
         RELEASE_SIGNAL,
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         SLOT_REFUSED_SIGNAL,
     )
     from airlock.states import ConnectionTestState
+    from airlock.summaries import shorten
     from airlock.workloads import (
         ConnectionTestInput,
         ConnectionTestOutcome,
@@ -34,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
 START_TO_CLOSE_MARGIN = 15.0
 # A test whose worker stops heartbeating is dispatched a second time (the workload token covers both).
 DISPATCH_ATTEMPTS = 2
+# The workflow does not see a worker pick the activity up; the UI's pending activity does.
+_DISPATCHED = "running once a worker of that queue picks it up (Pending Activities shows which)"
 
 
 @workflow.defn
@@ -52,7 +56,10 @@ class ConnectionTestWorkflow:
 
     @workflow.run
     async def run(self, inp: ConnectionTestInput) -> ConnectionTestOutcome:
+        """Returns the outcome of a test that succeeded; a test that failed fails the workflow (the
+        outcome in the error's details), so that the Temporal UI's Failed filter finds it."""
         control = workflow.info().task_queue
+        show(ConnectionTestState.PENDING, "waiting for a slot under the global cap on running tests")
         try:
             await workflow.wait_condition(lambda: self._granted or self._refusal is not None)
             if not self._granted:
@@ -76,11 +83,18 @@ class ConnectionTestWorkflow:
             outcome = ConnectionTestOutcome(False, "cancelled in Temporal before it finished")
             await asyncio.shield(self._finish(inp, outcome, control))
             raise
-        await self._finish(inp, outcome, control)
+        recorded = await self._finish(inp, outcome, control)
+        if not outcome.ok and recorded is not False:
+            # Recorded now, or left to the reaper (which reads the outcome from these details). A run
+            # that found the test ended already (a rerun after a reset) completes: it decided nothing.
+            raise ApplicationError(
+                shorten(outcome.message), outcome, type=CONNECTION_TEST_FAILED_ERROR, non_retryable=True
+            )
         return outcome
 
     async def _dispatch(self, inp: ConnectionTestInput, ticket: DispatchTicket) -> ConnectionTestOutcome:
         run = RunConnectionTestInput(test_id=inp.test_id, token=ticket.token, timeout=inp.timeout)
+        show(ConnectionTestState.QUEUED, f"on queue {inp.queue!r}: {_DISPATCHED}")
         try:
             return await _run_on_queue(inp, run)
         except ActivityError as exc:
@@ -89,25 +103,37 @@ class ConnectionTestWorkflow:
             lost = _explain(exc, inp)
         # A lost heartbeat is a dead worker or a lost network (Temporal restarting included), not an
         # answer from the target: run the test once more, on whichever worker of the queue is up.
+        show(ConnectionTestState.QUEUED, f"again, on queue {inp.queue!r} ({lost}): {_DISPATCHED}")
         try:
             return await _run_on_queue(inp, run)
         except ActivityError as exc:
             return ConnectionTestOutcome(False, f"{lost}; on a second attempt, {_explain(exc, inp)}")
 
-    async def _finish(self, inp: ConnectionTestInput, outcome: ConnectionTestOutcome, control: str) -> None:
+    async def _finish(
+        self, inp: ConnectionTestInput, outcome: ConnectionTestOutcome, control: str
+    ) -> bool | None:
+        """Record the outcome: True when this run recorded it, False when the test had ended already,
+        None when the API could not record it in time (the reaper records it from this workflow)."""
         state = ConnectionTestState.SUCCESS if outcome.ok else ConnectionTestState.FAILED
         try:
-            await workflow.execute_activity(
+            recorded: bool = await workflow.execute_activity(
                 RECORD_RESULT_ACTIVITY,
                 ConnectionTestRecord(inp.test_id, outcome),
+                result_type=bool,
                 task_queue=control,
                 schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
                 retry_policy=api_retry(),
             )
-            set_state(state)
+        except ActivityError as exc:
+            workflow.logger.warning("could not record the outcome; the reaper will: %s", _cause(exc))
+            show(state, f"not recorded yet, the reaper records it: {outcome.message}")
+            return None
         finally:
             # Free the slot only once the result is visible, so the cap holds as seen through the API.
             await _release(inp.slots_workflow_id)
+        set_state(state)
+        show(state, outcome.message if recorded else f"not recorded, the test had ended: {outcome.message}")
+        return recorded
 
 
 async def _run_on_queue(inp: ConnectionTestInput, run: RunConnectionTestInput) -> ConnectionTestOutcome:

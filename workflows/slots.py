@@ -18,6 +18,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 
+from workflows.common import show
+
 with workflow.unsafe.imports_passed_through():
     from airlock.protocol import ACQUIRE_SIGNAL, RELEASE_SIGNAL, SLOT_GRANTED_SIGNAL, SLOT_REFUSED_SIGNAL
     from airlock.workloads import MAX_SLOT_ENTRIES, SlotRequest, SlotsState
@@ -72,6 +74,10 @@ class ConnectionTestSlotsWorkflow:
             self._expire_leases()
             await self._grant()
             await self._refuse()
+            show(
+                "running",
+                f"{len(self._held)} of {self._capacity} slots held, {len(self._waiting)} tests waiting",
+            )
             if workflow.info().get_current_history_length() > CONTINUE_AS_NEW_AFTER_EVENTS or (
                 workflow.info().is_continue_as_new_suggested()
             ):

@@ -12,7 +12,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
-from workflows.common import api_retry, set_state
+from workflows.common import api_retry, set_state, show
 
 with workflow.unsafe.imports_passed_through():
     from airlock.protocol import (
@@ -53,8 +53,10 @@ class TriggerWorkflow:
         self, inp: TriggerInput, fire_at: datetime, deadline: datetime | None, control: str
     ) -> str:
         if deadline is not None and deadline < fire_at:
+            show(TriggerState.SCHEDULED, f"durable timer: times out at {inp.timeout_at}, before it fires")
             await workflow.sleep(_until(deadline))
             return await _end(control, TriggerEnd(inp.trigger_id, TriggerState.TIMED_OUT, "Trigger timeout"))
+        show(TriggerState.SCHEDULED, f"durable timer: fires at {inp.fire_at} (no worker holds it)")
         await workflow.sleep(_until(fire_at))
         await workflow.execute_activity(
             RECORD_TIMER_FIRED_ACTIVITY,
@@ -64,10 +66,12 @@ class TriggerWorkflow:
             retry_policy=api_retry(),
         )
         set_state(TriggerState.FIRED)
+        show(TriggerState.FIRED, f"the timer fired at {inp.fire_at}")
         return TriggerState.FIRED
 
     async def _on_triggerer(self, inp: TriggerInput, deadline: datetime | None, control: str) -> str:
         limit = _until(deadline) if deadline is not None else NO_TIMEOUT_LIMIT
+        show(TriggerState.SCHEDULED, f"handing it to a triggerer of queue {inp.queue!r}")
         token = await workflow.execute_activity(
             DISPATCH_TRIGGER_ACTIVITY,
             args=[inp.trigger_id, limit.total_seconds()],
@@ -78,8 +82,14 @@ class TriggerWorkflow:
         )
         if token is None:
             # A rerun of a trigger that has ended (the workflow was reset): terminal is final.
+            show(ALREADY_ENDED, "a rerun of a trigger that had ended: nothing to do")
             return ALREADY_ENDED
         set_state(TriggerState.RUNNING)
+        show(
+            TriggerState.RUNNING,
+            f"on a triggerer of queue {inp.queue!r} (Pending Activities shows which; "
+            "if it dies, another one of the queue takes the trigger over)",
+        )
         run = workflow.start_activity(
             RUN_TRIGGER_ACTIVITY,
             RunTriggerInput(inp.trigger_id, token),
@@ -114,6 +124,7 @@ class TriggerWorkflow:
             await _end(control, TriggerEnd(inp.trigger_id, TriggerState.FAILED, reason))
             raise
         set_state(TriggerState(result))
+        show(result, f"on a triggerer of queue {inp.queue!r}")
         return result
 
 
@@ -134,6 +145,7 @@ async def _end(control: str, end: TriggerEnd) -> str:
         retry_policy=api_retry(),
     )
     set_state(TriggerState(end.state))
+    show(end.state, end.reason)
     return end.state
 
 

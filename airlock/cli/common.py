@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
@@ -36,6 +36,22 @@ ApiUrl = Annotated[
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     err.print(f"airlock: {message}")
     raise typer.Exit(code)
+
+
+SettingsT = TypeVar("SettingsT")
+
+
+def load_settings(settings_class: Callable[[], SettingsT]) -> SettingsT:
+    """The process's settings from ``AIRLOCK_*``; a bad value is a clean exit 2 naming the variable."""
+    from pydantic import ValidationError
+
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"AIRLOCK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid configuration: {problems}")
 
 
 def api_token() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -22,7 +23,15 @@ from airlock.protocol import (
     slots_workflow_id,
     trigger_workflow_id,
 )
+from airlock.secrets import scrub
 from airlock.states import ConnectionTestState
+from airlock.summaries import (
+    connection_test_details,
+    connection_test_summary,
+    slots_summary,
+    trigger_details,
+    trigger_summary,
+)
 from airlock.workloads import ConnectionTestInput, SlotRequest, SlotsState, TriggerInput
 from api.core.config import Settings
 from api.db.models import ConnectionTest, Trigger
@@ -76,7 +85,17 @@ def slot_lease_seconds(settings: Settings, test: ConnectionTest) -> float:
     )
 
 
-async def start_connection_test(client: Client, settings: Settings, test: ConnectionTest) -> None:
+def _shown(text: str, secrets: Sequence[str]) -> str:
+    # Summaries are built from fields that hold no secret; a password typed into the host field is
+    # still not shown.
+    return scrub(text, *secrets)
+
+
+async def start_connection_test(
+    client: Client, settings: Settings, test: ConnectionTest, *, secrets: Sequence[str] = ()
+) -> None:
+    """Start the test's workflow and ask the semaphore for a slot. ``secrets``: the connection's, kept
+    out of the workflow's summary and details (the Temporal UI shows them)."""
     workflow_id = connection_test_workflow_id(test.id)
     attributes: list[SearchAttributePair[str]] = [
         SearchAttributePair(sa.KIND, KIND_CONNECTION_TEST),
@@ -93,6 +112,21 @@ async def start_connection_test(client: Client, settings: Settings, test: Connec
         search_attributes=TypedSearchAttributes(attributes),
         # Waiting for a slot may be long; nothing waits forever.
         execution_timeout=timedelta(hours=6),
+        static_summary=_shown(
+            connection_test_summary(test.conn_type, test.host, test.port, test.queue), secrets
+        ),
+        static_details=_shown(
+            connection_test_details(
+                test_id=test.id,
+                conn_type=test.conn_type,
+                host=test.host,
+                port=test.port,
+                queue=test.queue,
+                connection_id=test.connection_id,
+                timeout=test.timeout,
+            ),
+            secrets,
+        ),
     )
     # Signal-with-start: the first test brings the semaphore up.
     await client.start_workflow(
@@ -108,6 +142,7 @@ async def start_connection_test(client: Client, settings: Settings, test: Connec
         ],
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, KIND_SLOTS)]),
+        static_summary=slots_summary(settings.control_queue),
     )
 
 
@@ -119,16 +154,26 @@ async def release_slot(client: Client, settings: Settings, workflow_id: str) -> 
 async def start_trigger(
     client: Client, settings: Settings, trigger: Trigger, fire_at: datetime | None
 ) -> None:
+    """Start the trigger's workflow; its summary names the classpath and queue, never its kwargs."""
+    inp = TriggerInput(
+        trigger_id=trigger.id,
+        queue=trigger.queue,
+        fire_at=fire_at.isoformat() if fire_at else None,
+        timeout_at=trigger.timeout_at.isoformat() if trigger.timeout_at else None,
+        heartbeat_timeout=settings.trigger_heartbeat_timeout,
+    )
     await client.start_workflow(
         TriggerWorkflow.run,
-        TriggerInput(
-            trigger_id=trigger.id,
-            queue=trigger.queue,
-            fire_at=fire_at.isoformat() if fire_at else None,
-            timeout_at=trigger.timeout_at.isoformat() if trigger.timeout_at else None,
-            heartbeat_timeout=settings.trigger_heartbeat_timeout,
-        ),
+        inp,
         id=trigger_workflow_id(trigger.id),
+        static_summary=trigger_summary(trigger.classpath, trigger.queue, inp.fire_at),
+        static_details=trigger_details(
+            trigger_id=trigger.id,
+            classpath=trigger.classpath,
+            queue=trigger.queue,
+            fire_at=inp.fire_at,
+            timeout_at=inp.timeout_at,
+        ),
         task_queue=settings.control_queue,
         search_attributes=TypedSearchAttributes(
             [

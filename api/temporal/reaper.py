@@ -16,14 +16,29 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistoryEventFilterType
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowHistoryEventFilterType,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from airlock.protocol import KIND_TRIGGER, connection_test_workflow_id, trigger_id_of
+from airlock.logging import work_bound
+from airlock.protocol import (
+    CONNECTION_TEST_FAILED_ERROR,
+    KIND_TRIGGER,
+    connection_test_workflow_id,
+    trigger_id_of,
+)
 from airlock.states import TriggerState
+from airlock.summaries import shorten
 from airlock.workloads import ConnectionTestOutcome
 from api.core.config import Settings
 from api.core.crypto import SecretBox
+from api.db.models import Trigger
 from api.services import connection_tests, triggers
 from api.services.errors import NotFound
 from api.temporal.client import release_slot
@@ -62,19 +77,20 @@ class ConnectionTestReaper:
         """End tests untouched for ``older_than`` seconds whose workflow is no longer running."""
         age = MIN_AGE_SECONDS if older_than is None else older_than
         async with self._sessions() as session:
-            stale = [t.id for t in await connection_tests.stale_active(session, age)]
+            stale = [(t.id, t.queue, t.worker) for t in await connection_tests.stale_active(session, age)]
         reaped = 0
-        for test_id in stale:
-            verdict = await self._verdict(test_id)
-            if verdict is None:
-                continue
-            async with self._sessions.begin() as session:
-                changed = await connection_tests.finish(session, self._box, test_id, verdict)
-            if changed:
-                reaped += 1
-                log.warning("reaped connection test", test_id=test_id, reason=verdict.message)
-                with contextlib.suppress(RPCError):
-                    await release_slot(self._client, self._settings, connection_test_workflow_id(test_id))
+        for test_id, queue, worker in stale:
+            with work_bound(test_id=test_id, queue=queue, worker=worker):
+                verdict = await self._verdict(test_id)
+                if verdict is None:
+                    continue
+                async with self._sessions.begin() as session:
+                    changed = await connection_tests.finish(session, self._box, test_id, verdict)
+                if changed:
+                    reaped += 1
+                    log.warning("reaped connection test", reason=shorten(verdict.message))
+                    with contextlib.suppress(RPCError):
+                        await release_slot(self._client, self._settings, connection_test_workflow_id(test_id))
         return reaped
 
     async def _verdict(self, test_id: str) -> ConnectionTestOutcome | None:
@@ -88,15 +104,31 @@ class ConnectionTestReaper:
         status = description.status
         if status in (None, WorkflowExecutionStatus.RUNNING):
             return None
-        if status == WorkflowExecutionStatus.COMPLETED:
-            # The workflow finished but could not record its result (the API was away): record it now.
-            typed = self._client.get_workflow_handle(handle.id, result_type=ConnectionTestOutcome)
-            outcome: ConnectionTestOutcome = await typed.result()
-            return outcome
+        if status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
+            # The workflow ended but could not record its outcome (the API was away): record it now. A
+            # successful test's workflow completes with the outcome; a failed test's fails with it.
+            outcome = await _outcome_of(self._client, handle.id)
+            if outcome is not None:
+                return outcome
         reason = await _closing_reason(handle)
         return ConnectionTestOutcome(
             False, f"reaped: its workflow was {status.name.lower().replace('_', ' ')} in Temporal{reason}"
         )
+
+
+async def _outcome_of(client: Client, workflow_id: str) -> ConnectionTestOutcome | None:
+    """The outcome a closed connection-test workflow carries; None when it failed some other way."""
+    typed = client.get_workflow_handle(workflow_id, result_type=ConnectionTestOutcome)
+    try:
+        outcome: ConnectionTestOutcome = await typed.result()
+        return outcome
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        failed_test = isinstance(cause, ApplicationError) and cause.type == CONNECTION_TEST_FAILED_ERROR
+        details = cause.details if isinstance(cause, ApplicationError) else ()
+        if failed_test and details and isinstance(details[0], dict):
+            return ConnectionTestOutcome(**details[0])
+        return None
 
 
 async def _closing_reason(handle: WorkflowHandle[Any, Any]) -> str:
@@ -140,9 +172,13 @@ class TriggerReaper:
         async for execution in self._client.list_workflows(query):
             trigger_id = trigger_id_of(execution.id)
             async with self._sessions() as session:
-                with contextlib.suppress(NotFound):
-                    if TriggerState((await triggers.get(session, trigger_id)).state).is_terminal:
-                        continue
+                try:
+                    row: Trigger | None = await triggers.get(session, trigger_id)
+                except NotFound:
+                    row = None
+            if row is not None and TriggerState(row.state).is_terminal:
+                continue
+            queue, worker = (row.queue, row.triggerer) if row is not None else (None, None)
             latest = await self._client.get_workflow_handle(execution.id).describe()
             if latest.status == WorkflowExecutionStatus.RUNNING:
                 continue  # an earlier run, closed by a reset: the trigger carries on in the new run
@@ -159,6 +195,8 @@ class TriggerReaper:
                         reason=f"reaped: its workflow was {status} in Temporal{reason}",
                     ):
                         reaped += 1
-                        log.warning("reaped trigger", trigger_id=trigger_id, status=status)
+                        log.warning(
+                            "reaped trigger", trigger_id=trigger_id, queue=queue, worker=worker, status=status
+                        )
         self._since = started - self.OVERLAP
         return reaped

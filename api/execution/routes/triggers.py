@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from cadwyn import VersionedAPIRouter
 from fastapi import HTTPException, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock.connection import ConnectionFields
 from airlock.execution import (
@@ -13,11 +15,14 @@ from airlock.execution import (
     TriggerLogBatch,
     TriggerWorkload,
 )
+from airlock.logging import bind_work
 from airlock.states import TriggerState
+from airlock.summaries import shorten
 from api.deps import RuntimeDep, SessionDep
 from api.execution.security import TriggerTokenDep
 from api.services import connections, triggers
 
+log = structlog.get_logger(__name__)
 router = VersionedAPIRouter(prefix="/triggers", tags=["triggers"])
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -32,7 +37,10 @@ async def claim_workload(
     trigger_id: str, body: TriggerClaim, _: TriggerTokenDep, session: SessionDep, runtime: RuntimeDep
 ) -> TriggerWorkload:
     """A triggerer takes the trigger (again, after another triggerer died): classpath, kwargs, deadline."""
+    bind_work(trigger_id=trigger_id, queue=None, worker=body.triggerer)  # a refused claim names it too
     trigger = await triggers.claim(session, trigger_id, job_id=body.job_id, triggerer=body.triggerer)
+    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=body.triggerer)
+    log.info("trigger claimed", classpath=trigger.classpath, job_id=body.job_id)
     return TriggerWorkload(
         trigger_id=trigger.id,
         classpath=trigger.classpath,
@@ -50,7 +58,11 @@ async def post_event(
     trigger_id: str, body: TriggerEventBody, _: TriggerTokenDep, session: SessionDep
 ) -> None:
     """The trigger fired. Idempotent: a repeated event (a retried triggerer) changes nothing."""
-    await triggers.record_event(session, trigger_id, event_type=body.event_type, payload=body.payload)
+    bind_work(trigger_id=trigger_id, queue=None, worker=None)  # a refused event names it too
+    event_type, payload = body.event_type, body.payload
+    applied = await triggers.record_event(session, trigger_id, event_type=event_type, payload=payload)
+    await _bind(session, trigger_id)
+    log.info("trigger fired", event_type=body.event_type, applied=applied)
 
 
 @router.post("/{trigger_id}/failure", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
@@ -58,9 +70,12 @@ async def post_failure(
     trigger_id: str, body: TriggerFailureBody, _: TriggerTokenDep, session: SessionDep
 ) -> None:
     """The trigger raised: it fails, and its task instance resumes in ``__fail__`` with the error."""
-    await triggers.end(
+    bind_work(trigger_id=trigger_id, queue=None, worker=None)  # a refused report names it too
+    changed = await triggers.end(
         session, trigger_id, state=TriggerState.FAILED, reason=body.error, traceback=body.traceback or ""
     )
+    await _bind(session, trigger_id)
+    log.info("trigger failed", error=shorten(body.error), applied=changed)
 
 
 @router.post("/{trigger_id}/logs", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
@@ -75,6 +90,7 @@ async def post_logs(
         lines=body.lines,
         keep=runtime.settings.max_log_lines_per_trigger,
     )
+    await _bind(session, trigger_id, worker=body.triggerer)
 
 
 @router.get("/{trigger_id}/connections/{connection_id}", responses=_RESPONSES)
@@ -84,6 +100,15 @@ async def get_connection(
     """A saved connection the trigger names in its kwargs (``conn_id``, ``*_conn_id``): a SQL trigger's
     database, say. Any other connection is out of this trigger's reach."""
     trigger = await triggers.get(session, trigger_id)
+    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=trigger.triggerer)
     if connection_id not in triggers.named_connections(triggers.kwargs_of(trigger, runtime.box)):
+        log.warning("refused: the trigger's kwargs do not name that connection", connection_id=connection_id)
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this trigger's kwargs do not name that connection")
+    log.info("trigger read a connection", connection_id=connection_id)
     return connections.fields_of(await connections.get(session, connection_id), runtime.box)
+
+
+async def _bind(session: AsyncSession, trigger_id: str, worker: str | None = None) -> None:
+    # The row is in the session already (the service loaded it): no query.
+    trigger = await triggers.get(session, trigger_id)
+    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=worker or trigger.triggerer)

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter, Query, status
 
+from airlock.logging import bind_work
+from airlock.secrets import connection_secrets
 from airlock.states import ConnectionTestState
+from airlock.summaries import target_of
 from airlock.workloads import ConnectionTestOutcome
 from api.db.models import ConnectionTest
 from api.deps import RuntimeDep, SessionDep
@@ -12,10 +16,11 @@ from api.public.datamodels import (
     ConnectionTestRequest,
     ConnectionTestResponse,
 )
-from api.services import connection_tests
+from api.services import connection_tests, connections
 from api.services.errors import Unavailable
 from api.temporal.client import start_connection_test
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/connections/test", tags=["connection tests"])
 
 
@@ -37,16 +42,23 @@ async def enqueue_test(body: ConnectionTestRequest, runtime: RuntimeDep) -> Conn
     """Queue a test of a saved connection or of unsaved fields; poll ``GET .../test/{id}`` for the result."""
     async with runtime.sessions.begin() as session:
         test = await connection_tests.submit(session, runtime.settings, runtime.box, body)
+    bind_work(test_id=test.id, queue=test.queue, worker=None)
+    target = target_of(test.host, test.port)
     if test.state != ConnectionTestState.PENDING:
+        message = test.result_message
+        log.info("connection test failed at once", conn_type=test.conn_type, target=target, message=message)
         return to_response(test)
+    log.info("connection test submitted", conn_type=test.conn_type, target=target)
     try:
         if runtime.temporal is None:
             raise RuntimeError("no Temporal client")
-        await start_connection_test(runtime.temporal, runtime.settings, test)
+        secrets = connection_secrets(connections.fields_of(test, runtime.box))
+        await start_connection_test(runtime.temporal, runtime.settings, test, secrets=secrets)
     except Exception as exc:
         async with runtime.sessions.begin() as session:
             outcome = ConnectionTestOutcome(False, f"could not start its workflow: {type(exc).__name__}")
             await connection_tests.finish(session, runtime.box, test.id, outcome)
+        log.warning("connection test failed: its workflow could not start", error=type(exc).__name__)
         raise Unavailable(f"Temporal is unreachable; test {test.id} was recorded as failed") from None
     return to_response(test)
 
@@ -67,4 +79,6 @@ async def list_tests(
 
 @router.get("/{test_id}", responses={404: {"description": "not found"}})
 async def get_test(test_id: str, session: SessionDep) -> ConnectionTestResponse:
-    return to_response(await connection_tests.get(session, test_id))
+    test = await connection_tests.get(session, test_id)
+    bind_work(test_id=test.id, queue=test.queue, worker=test.worker)  # the access log line names it
+    return to_response(test)

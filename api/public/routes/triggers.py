@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter, Query, status
 
+from airlock.logging import bind_work
 from airlock.states import TriggerState
 from api.db.models import Trigger
 from api.deps import RuntimeDep, SessionDep
@@ -17,6 +19,7 @@ from api.services import triggers
 from api.temporal.client import cancel_trigger
 from api.temporal.launch import launch_trigger
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/triggers", tags=["triggers"])
 
 
@@ -61,17 +64,22 @@ async def list_triggers(
 
 @router.get("/{trigger_id}", responses={404: {"description": "not found"}})
 async def get_trigger(trigger_id: str, session: SessionDep) -> TriggerResponse:
-    return to_response(await triggers.get(session, trigger_id))
+    trigger = await triggers.get(session, trigger_id)
+    bind_work(trigger_id=trigger.id, queue=trigger.queue, worker=trigger.triggerer)  # for the access log
+    return to_response(trigger)
 
 
 @router.delete("/{trigger_id}", responses={404: {"description": "not found"}})
 async def cancel(trigger_id: str, runtime: RuntimeDep) -> TriggerResponse:
     """Cancel: the workflow is cancelled and the triggerer runs the trigger's cleanup()."""
     async with runtime.sessions.begin() as session:
-        await triggers.end(
+        changed = await triggers.end(
             session, trigger_id, state=TriggerState.CANCELLED, reason="cancelled through the API"
         )
         trigger = await triggers.get(session, trigger_id)
+    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=trigger.triggerer)
+    if changed:
+        log.info("trigger cancelled through the API")
     if runtime.temporal is not None:
         await cancel_trigger(runtime.temporal, trigger_id)
     return to_response(trigger)
@@ -88,6 +96,8 @@ async def get_logs(
 ) -> TriggerLogs:
     """What the trigger logged on its triggerer, each line tagged with the triggerer job that ran it."""
     rows, dropped = await triggers.logs(session, trigger_id, after_id=after_id, limit=limit)
+    trigger = await triggers.get(session, trigger_id)  # no query: the session has it
+    bind_work(trigger_id=trigger.id, queue=trigger.queue, worker=trigger.triggerer)
     return TriggerLogs(
         lines=[TriggerLogLine.model_validate(r, from_attributes=True) for r in rows], dropped_lines=dropped
     )
