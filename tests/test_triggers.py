@@ -427,7 +427,7 @@ async def test_rejected_api_call_fails_the_trigger_loudly(make_stack) -> None:
 
 
 async def test_trigger_whose_workflow_is_terminated_is_reaped(make_stack, tmp_path: Path) -> None:
-    stack = await make_stack(connection_test_reaper_interval=0.5)
+    stack = await make_stack(trigger_reaper_interval=0.5)
     queue = await start_triggerer(stack)
     async with stack.client() as client:
         kwargs = {"marker": str(tmp_path / "marker")}

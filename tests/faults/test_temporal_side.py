@@ -93,7 +93,7 @@ async def test_connection_tests_terminated_or_reset_in_temporal_still_end(make_s
 
 @pytest.mark.slow
 async def test_triggers_terminated_or_reset_in_temporal_still_end(make_stack, tmp_path: Path) -> None:
-    stack: Stack = await make_stack(connection_test_reaper_interval=0.5)
+    stack: Stack = await make_stack(trigger_reaper_interval=0.5)
     queue = await start_triggerer(stack)
     temporal = await connect(stack.settings)
     async with stack.client() as client:
