@@ -4,6 +4,7 @@ would hand out a 2xx for a write that never landed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,12 @@ class CommitFailures:
     def __init__(self, database_url: str) -> None:
         self._engine = create_engine(sync_url(database_url), isolation_level="AUTOCOMMIT")
 
-    def arm(self, name: str, table: str, event: str, when: str, times: int = 1_000_000) -> None:
+    async def arm(self, name: str, table: str, event: str, when: str, times: int = 1_000_000) -> None:
+        # In a thread: the DDL waits for the table's lock, which a transaction of the API (served from
+        # this event loop) may hold; a blocked loop would never let it go.
+        await asyncio.to_thread(self._arm, name, table, event, when, times)
+
+    def _arm(self, name: str, table: str, event: str, when: str, times: int) -> None:
         with self._engine.connect() as db:
             db.execute(text(f"CREATE SEQUENCE {name}_seq"))
             db.execute(
@@ -50,7 +56,10 @@ class CommitFailures:
                 )
             )
 
-    def failures(self, name: str) -> int:
+    async def failures(self, name: str) -> int:
+        return await asyncio.to_thread(self._failures, name)
+
+    def _failures(self, name: str) -> int:
         with self._engine.connect() as db:
             return int(db.execute(text(f"SELECT last_value FROM {name}_seq")).scalar_one())
 
@@ -72,7 +81,9 @@ def _execution(token: str) -> dict[str, str]:
 @POSTGRES
 async def test_public_create_whose_commit_fails_is_not_a_2xx(make_stack, commit_failures) -> None:
     stack: Stack = await make_stack()
-    commit_failures.arm("fail_connection", "connection", "INSERT", "NEW.connection_id = 'fails-at-commit'")
+    await commit_failures.arm(
+        "fail_connection", "connection", "INSERT", "NEW.connection_id = 'fails-at-commit'"
+    )
     async with stack.client() as client:
         refused = await client.post(
             "/api/v2/connections", json={"connection_id": "fails-at-commit", "conn_type": "tcp"}
@@ -88,7 +99,7 @@ async def test_public_create_whose_commit_fails_is_not_a_2xx(make_stack, commit_
         assert (await client.get("/api/v2/connections/lands")).status_code == 200
         assert (await client.delete("/api/v2/connections/lands")).status_code == 204
         assert (await client.get("/api/v2/connections/lands")).status_code == 404
-    assert commit_failures.failures("fail_connection") == 1
+    assert await commit_failures.failures("fail_connection") == 1
 
 
 @POSTGRES
@@ -112,8 +123,12 @@ async def test_test_state_patch_whose_commit_fails_is_retried_and_lands_once(
         )
         assert submitted.status_code == 202, submitted.text
         test_id = submitted.json()["id"]
-        commit_failures.arm("fail_running", "connection_test", "UPDATE", "NEW.state = 'running'", times=1)
-        commit_failures.arm("fail_result", "connection_test", "UPDATE", "NEW.state = 'success'", times=1)
+        await commit_failures.arm(
+            "fail_running", "connection_test", "UPDATE", "NEW.state = 'running'", times=1
+        )
+        await commit_failures.arm(
+            "fail_result", "connection_test", "UPDATE", "NEW.state = 'success'", times=1
+        )
         token = _execution(mint_workload_token(stack.settings, test_id, 300))
         path = f"/execution/connection-tests/{test_id}/state"
         running = {"state": "running", "worker": "w1"}
@@ -130,7 +145,7 @@ async def test_test_state_patch_whose_commit_fails_is_retried_and_lands_once(
         assert (stored["state"], stored["result_message"]) == ("success", "ok")
         # Terminal is final: the same report again is refused, not applied twice.
         assert (await client.patch(path, headers=token, json=result)).status_code == 409
-    assert commit_failures.failures("fail_result") == 2
+    assert await commit_failures.failures("fail_result") == 2
 
 
 @POSTGRES
@@ -156,7 +171,7 @@ async def test_trigger_event_whose_commit_fails_is_retried_and_applied_once(
         )
         assert deferred.status_code == 201, deferred.text
         ti = deferred.json()
-        commit_failures.arm("fail_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=1)
+        await commit_failures.arm("fail_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=1)
         token = _execution(mint_trigger_token(stack.settings, ti["trigger_id"], 300))
         event: dict[str, Any] = {"event_type": "event", "payload": '{"__airlock_serde__": 1, "value": 7}'}
         path = f"/execution/triggers/{ti['trigger_id']}/event"
@@ -171,7 +186,7 @@ async def test_trigger_event_whose_commit_fails_is_retried_and_applied_once(
     assert resumed["state"] == "scheduled"
     assert json.loads(resumed["next_kwargs"]) == {"event": {"__airlock_serde__": 1, "value": 7}, "kept": 1}
     assert trigger["state"] == "fired"
-    assert commit_failures.failures("fail_event") == 2
+    assert await commit_failures.failures("fail_event") == 2
 
 
 @POSTGRES
@@ -196,7 +211,7 @@ async def test_the_worker_client_retries_a_failed_commit_until_it_lands(make_sta
         )
         assert deferred.status_code == 201, deferred.text
         ti = deferred.json()
-    commit_failures.arm("fail_client_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=2)
+    await commit_failures.arm("fail_client_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=2)
     retries: list[int] = []
     token = mint_trigger_token(stack.settings, ti["trigger_id"], 300)
     event = TriggerEventBody(payload='{"__airlock_serde__": 1, "value": "x"}')
@@ -206,7 +221,7 @@ async def test_the_worker_client_retries_a_failed_commit_until_it_lands(make_sta
         await api.triggers.post_event(ti["trigger_id"], event)
         with pytest.raises(ExecutionAPIError) as refused:
             await api.triggers.post_event(str(uuid.uuid4()), event)
-    assert len(retries) == 2 and commit_failures.failures("fail_client_event") == 3
+    assert len(retries) == 2 and await commit_failures.failures("fail_client_event") == 3
     assert refused.value.status_code == 403 and not refused.value.retryable
     async with stack.client() as client:
         resumed = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()

@@ -431,17 +431,30 @@ async def test_reaper_records_the_outcome_a_closed_workflow_carries(make_stack) 
             ids.append(r.json()["id"])
         before = [await wait_terminal(client, test_id) for test_id in ids]
         assert [b["state"] for b in before] == ["success", "failed"]
-        # The write is lost: the rows are back to running, as if the API had never recorded them.
-        engine = create_engine(sync_url(stack.settings.database_url))
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE connection_test SET state = 'running', result_message = NULL, "
-                    "finished_at = NULL WHERE id IN (:a, :b)"
-                ),
-                {"a": ids[0], "b": ids[1]},
-            )
-        engine.dispose()
+        # The reaper only judges closed workflows: recording the outcome is not quite their last step.
+        temporal = await connect(stack.settings)
+        for test_id in ids:
+            handle = temporal.get_workflow_handle(connection_test_workflow_id(test_id))
+            for _ in range(100):
+                if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                    break
+                await asyncio.sleep(0.1)
+
+        def lose_the_write() -> None:
+            # Back to running, as if the API had never recorded them. In a thread: the API serves from
+            # this event loop, and a blocked loop would keep SQLite's write lock from being released.
+            engine = create_engine(sync_url(stack.settings.database_url))
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "UPDATE connection_test SET state = 'running', result_message = NULL, "
+                        "finished_at = NULL WHERE id IN (:a, :b)"
+                    ),
+                    {"a": ids[0], "b": ids[1]},
+                )
+            engine.dispose()
+
+        await asyncio.to_thread(lose_the_write)
         assert await stack.reaper().reap_once(older_than=0) == 2
         after = [(await client.get(f"/api/v2/connections/test/{test_id}")).json() for test_id in ids]
     for old, new in zip(before, after, strict=True):
