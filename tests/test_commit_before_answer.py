@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -76,6 +77,28 @@ def commit_failures(database_url: str) -> Iterator[CommitFailures]:
 
 def _execution(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION}
+
+
+async def _waiting_task_instance(client: httpx.AsyncClient, **defer: Any) -> dict[str, Any]:
+    """A task instance deferred to a trigger on a queue nobody serves: it waits, for this test to fire it."""
+    deferred = await client.post(
+        "/api/v2/task-instances",
+        json={
+            "dag_id": "dag",
+            "run_id": unique("run"),
+            "task_id": "wait",
+            "defer": {
+                "classpath": "airlock.triggers.FileTrigger",
+                "kwargs": {"filepath": "/nonexistent/commit-test"},
+                "queue": unique("nobody"),
+                "next_method": "resume",
+                **defer,
+            },
+        },
+    )
+    assert deferred.status_code == 201, deferred.text
+    ti: dict[str, Any] = deferred.json()
+    return ti
 
 
 @POSTGRES
@@ -154,23 +177,7 @@ async def test_trigger_event_whose_commit_fails_is_retried_and_applied_once(
 ) -> None:
     stack: Stack = await make_stack()
     async with stack.client() as client:
-        deferred = await client.post(
-            "/api/v2/task-instances",
-            json={
-                "dag_id": "dag",
-                "run_id": unique("run"),
-                "task_id": "wait",
-                "defer": {
-                    "classpath": "activities.triggers.file.FileTrigger",
-                    "kwargs": {"filepath": "/nonexistent/commit-test"},
-                    "queue": unique("nobody"),
-                    "next_method": "resume",
-                    "next_kwargs": {"kept": 1},
-                },
-            },
-        )
-        assert deferred.status_code == 201, deferred.text
-        ti = deferred.json()
+        ti = await _waiting_task_instance(client, next_kwargs={"kept": 1})
         await commit_failures.arm("fail_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=1)
         token = _execution(mint_trigger_token(stack.settings, ti["trigger_id"], 300))
         event: dict[str, Any] = {"event_type": "event", "payload": '{"__airlock_serde__": 1, "value": 7}'}
@@ -195,22 +202,7 @@ async def test_the_worker_client_retries_a_failed_commit_until_it_lands(make_sta
     event once; a refusal (4xx) is raised at once, marked as not worth retrying."""
     stack: Stack = await make_stack()
     async with stack.client() as client:
-        deferred = await client.post(
-            "/api/v2/task-instances",
-            json={
-                "dag_id": "dag",
-                "run_id": unique("run"),
-                "task_id": "wait",
-                "defer": {
-                    "classpath": "airlock.triggers.FileTrigger",
-                    "kwargs": {"filepath": "/nonexistent/client-test"},
-                    "queue": unique("nobody"),
-                    "next_method": "resume",
-                },
-            },
-        )
-        assert deferred.status_code == 201, deferred.text
-        ti = deferred.json()
+        ti = await _waiting_task_instance(client)
     await commit_failures.arm("fail_client_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=2)
     retries: list[int] = []
     token = mint_trigger_token(stack.settings, ti["trigger_id"], 300)

@@ -7,6 +7,8 @@ import asyncio
 import math
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +19,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from airlock.codec import make_codec, make_data_converter
-from airlock.protocol import SLOT_GRANTED_SIGNAL, SLOT_REFUSED_SIGNAL, connection_test_workflow_id
+from airlock.protocol import (
+    SLOT_GRANTED_SIGNAL,
+    SLOT_REFUSED_SIGNAL,
+    connection_test_workflow_id,
+    slots_workflow_id,
+)
 from airlock.workloads import MAX_SLOT_ENTRIES, SlotHolder, SlotRequest, SlotsState
 from api.core.config import MAX_CONCURRENCY_LIMIT, MAX_PENDING_TESTS_LIMIT
 from tests.reliability import record
@@ -61,57 +68,62 @@ async def _granted(client: Client, ids: list[str]) -> list[str]:
     return [i for i in ids if await client.get_workflow_handle(i).query(SlotHolderWorkflow.has_slot)]
 
 
+@asynccontextmanager
+async def semaphore(*holders: type) -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
+    """A time-skipping server and a worker running the semaphore (and ``holders``) on a fresh queue."""
+    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
+        queue = f"slots-{uuid.uuid4().hex[:6]}"
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[ConnectionTestSlotsWorkflow, *holders],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            yield env, queue
+
+
 async def _settle() -> None:
     await asyncio.sleep(0.5)
 
 
 async def test_fifo_grants_release_and_lease_expiry() -> None:
-    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
-        queue = f"slots-{uuid.uuid4().hex[:6]}"
-        slots_id = f"{queue}-connection-test-slots"
-        async with Worker(
-            env.client,
-            task_queue=queue,
-            workflows=[ConnectionTestSlotsWorkflow, SlotHolderWorkflow],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
-            holders = [f"holder-{n}" for n in range(5)]
-            for n, holder in enumerate(holders):
-                # holder-0 never releases: only its lease frees its slot.
-                await env.client.start_workflow(
-                    SlotHolderWorkflow.run, args=[slots_id, n != 0], id=holder, task_queue=queue
-                )
-                await env.client.start_workflow(
-                    ConnectionTestSlotsWorkflow.run,
-                    SlotsState(capacity=2),
-                    id=slots_id,
-                    task_queue=queue,
-                    start_signal="acquire",
-                    start_signal_args=[
-                        SlotRequest(holder, capacity=2, lease_seconds=600 if n == 0 else 3600)
-                    ],
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                )
-            await _settle()
-            assert await _granted(env.client, holders) == ["holder-0", "holder-1"]
+    async with semaphore(SlotHolderWorkflow) as (env, queue):
+        slots_id = slots_workflow_id(queue)
+        holders = [f"holder-{n}" for n in range(5)]
+        for n, holder in enumerate(holders):
+            # holder-0 never releases: only its lease frees its slot.
+            await env.client.start_workflow(
+                SlotHolderWorkflow.run, args=[slots_id, n != 0], id=holder, task_queue=queue
+            )
+            await env.client.start_workflow(
+                ConnectionTestSlotsWorkflow.run,
+                SlotsState(capacity=2),
+                id=slots_id,
+                task_queue=queue,
+                start_signal="acquire",
+                start_signal_args=[SlotRequest(holder, capacity=2, lease_seconds=600 if n == 0 else 3600)],
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+        await _settle()
+        assert await _granted(env.client, holders) == ["holder-0", "holder-1"]
 
-            await env.client.get_workflow_handle(holders[1]).signal(SlotHolderWorkflow.finish)
-            await _settle()
-            assert await _granted(env.client, holders) == ["holder-0", "holder-1", "holder-2"]
+        await env.client.get_workflow_handle(holders[1]).signal(SlotHolderWorkflow.finish)
+        await _settle()
+        assert await _granted(env.client, holders) == ["holder-0", "holder-1", "holder-2"]
 
-            await env.client.get_workflow_handle(holders[2]).signal(SlotHolderWorkflow.finish)
-            await _settle()
-            assert await _granted(env.client, holders) == holders[:4]
+        await env.client.get_workflow_handle(holders[2]).signal(SlotHolderWorkflow.finish)
+        await _settle()
+        assert await _granted(env.client, holders) == holders[:4]
 
-            # holder-0 never releases: it keeps its slot until its lease runs out, then holder-4 is next.
-            await env.sleep(timedelta(seconds=300))
-            assert "holder-4" not in await _granted(env.client, holders)
-            await env.sleep(timedelta(seconds=400))
-            await _settle()
-            assert await _granted(env.client, holders) == holders
-            state = await env.client.get_workflow_handle(slots_id).query(ConnectionTestSlotsWorkflow.state)
-            assert set(state.held) == {"holder-3", "holder-4"}
-            assert state.waiting == {}
+        # holder-0 never releases: it keeps its slot until its lease runs out, then holder-4 is next.
+        await env.sleep(timedelta(seconds=300))
+        assert "holder-4" not in await _granted(env.client, holders)
+        await env.sleep(timedelta(seconds=400))
+        await _settle()
+        assert await _granted(env.client, holders) == holders
+        state = await env.client.get_workflow_handle(slots_id).query(ConnectionTestSlotsWorkflow.state)
+        assert set(state.held) == {"holder-3", "holder-4"}
+        assert state.waiting == {}
 
 
 @workflow.defn
@@ -145,46 +157,37 @@ async def test_the_semaphore_refuses_past_its_bound_and_carries_its_state_over(m
     state survives continue-as-new in its compact form, FIFO order included."""
     monkeypatch.setattr(slots, "MAX_SLOT_ENTRIES", 4)
     monkeypatch.setattr(slots, "CONTINUE_AS_NEW_AFTER_EVENTS", 20)
-    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
-        queue = f"slots-{uuid.uuid4().hex[:6]}"
-        slots_id = f"{queue}-connection-test-slots"
-        async with Worker(
-            env.client,
-            task_queue=queue,
-            workflows=[ConnectionTestSlotsWorkflow, BoundedHolderWorkflow],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
-            ids = [f"bounded-{n}" for n in range(7)]
-            for workflow_id in ids:
-                await env.client.start_workflow(BoundedHolderWorkflow.run, id=workflow_id, task_queue=queue)
-                await env.client.start_workflow(
-                    ConnectionTestSlotsWorkflow.run,
-                    SlotsState(capacity=1),
-                    id=slots_id,
-                    task_queue=queue,
-                    start_signal="acquire",
-                    start_signal_args=[SlotRequest(workflow_id, capacity=1, lease_seconds=3600)],
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                )
-            await _settle()
-            answers = [
-                await env.client.get_workflow_handle(i).query(BoundedHolderWorkflow.outcome) for i in ids
-            ]
-            assert answers[0] == "granted"
-            assert answers[1:4] == [None, None, None]
-            for answer in answers[4:]:
-                assert answer is not None and answer.startswith("refused: 4 connection tests hold or wait")
-            handle = env.client.get_workflow_handle(slots_id)
-            first_run = (await handle.describe()).run_id
-            # Releases and re-acquires grow the history past CONTINUE_AS_NEW_AFTER_EVENTS.
-            for _ in range(10):
-                await handle.signal("acquire", SlotRequest(ids[1], capacity=1, lease_seconds=3600))
-            await handle.signal("release", ids[0])
-            await _settle()
-            assert (await handle.describe()).run_id != first_run, "the semaphore did not continue as new"
-            state = await handle.query(ConnectionTestSlotsWorkflow.state)
-            assert list(state.held) == [ids[1]] and list(state.waiting) == ids[2:4]
-            assert state.holders == [] and state.waiters == [] and state.refused == []
+    async with semaphore(BoundedHolderWorkflow) as (env, queue):
+        slots_id = slots_workflow_id(queue)
+        ids = [f"bounded-{n}" for n in range(7)]
+        for workflow_id in ids:
+            await env.client.start_workflow(BoundedHolderWorkflow.run, id=workflow_id, task_queue=queue)
+            await env.client.start_workflow(
+                ConnectionTestSlotsWorkflow.run,
+                SlotsState(capacity=1),
+                id=slots_id,
+                task_queue=queue,
+                start_signal="acquire",
+                start_signal_args=[SlotRequest(workflow_id, capacity=1, lease_seconds=3600)],
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+        await _settle()
+        answers = [await env.client.get_workflow_handle(i).query(BoundedHolderWorkflow.outcome) for i in ids]
+        assert answers[0] == "granted"
+        assert answers[1:4] == [None, None, None]
+        for answer in answers[4:]:
+            assert answer is not None and answer.startswith("refused: 4 connection tests hold or wait")
+        handle = env.client.get_workflow_handle(slots_id)
+        first_run = (await handle.describe()).run_id
+        # Releases and re-acquires grow the history past CONTINUE_AS_NEW_AFTER_EVENTS.
+        for _ in range(10):
+            await handle.signal("acquire", SlotRequest(ids[1], capacity=1, lease_seconds=3600))
+        await handle.signal("release", ids[0])
+        await _settle()
+        assert (await handle.describe()).run_id != first_run, "the semaphore did not continue as new"
+        state = await handle.query(ConnectionTestSlotsWorkflow.state)
+        assert list(state.held) == [ids[1]] and list(state.waiting) == ids[2:4]
+        assert state.holders == [] and state.waiters == [] and state.refused == []
 
 
 async def test_worst_case_state_is_far_below_the_payload_limit(dev_secrets) -> None:
@@ -219,26 +222,19 @@ async def test_worst_case_state_is_far_below_the_payload_limit(dev_secrets) -> N
 async def test_a_state_in_the_earlier_form_is_still_read() -> None:
     """A semaphore that continued as new before the compact form existed resumes with its holders and
     waiters, in order."""
-    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
-        queue = f"slots-{uuid.uuid4().hex[:6]}"
-        async with Worker(
-            env.client,
+    async with semaphore() as (env, queue):
+        expiry = (await env.get_current_time()).timestamp() + 600.5
+        handle = await env.client.start_workflow(
+            ConnectionTestSlotsWorkflow.run,
+            SlotsState(
+                capacity=1,
+                holders=[SlotHolder("old-holder", expiry)],
+                waiters=[SlotRequest("old-w1", 1, 30.2), SlotRequest("old-w2", 1, 60)],
+            ),
+            id=f"{queue}-connection-test-slots",
             task_queue=queue,
-            workflows=[ConnectionTestSlotsWorkflow],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
-            expiry = (await env.get_current_time()).timestamp() + 600.5
-            handle = await env.client.start_workflow(
-                ConnectionTestSlotsWorkflow.run,
-                SlotsState(
-                    capacity=1,
-                    holders=[SlotHolder("old-holder", expiry)],
-                    waiters=[SlotRequest("old-w1", 1, 30.2), SlotRequest("old-w2", 1, 60)],
-                ),
-                id=f"{queue}-connection-test-slots",
-                task_queue=queue,
-            )
-            state = await handle.query(ConnectionTestSlotsWorkflow.state)
-            assert state.held == {"old-holder": math.ceil(expiry)}
-            assert list(state.waiting.items()) == [("old-w1", 31), ("old-w2", 60)]
-            assert state.holders == [] and state.waiters == []
+        )
+        state = await handle.query(ConnectionTestSlotsWorkflow.state)
+        assert state.held == {"old-holder": math.ceil(expiry)}
+        assert list(state.waiting.items()) == [("old-w1", 31), ("old-w2", 60)]
+        assert state.holders == [] and state.waiters == []
