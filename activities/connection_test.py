@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities.api_errors import reported_to_temporal
 from activities.testers import available_conn_types, tester_modules
-from airlock.execution import ConnectionTestStatePatch
+from airlock.execution import ConnectionTestClaim
 from airlock.logging import bind_work, hide_in_logs
 from airlock.protocol import CONNECTION_TEST_ACTIVITY
 from airlock.secrets import connection_secrets, scrub
@@ -35,6 +35,7 @@ class ConnectionTestActivities:
         self,
         *,
         api_url: str,
+        credential: str,
         identity: str,
         conn_types: list[str],
         heartbeat_interval: float = 1.0,
@@ -42,13 +43,15 @@ class ConnectionTestActivities:
     ) -> None:
         self._api_version = api_version
         self._api_url = api_url
+        self._credential = credential
         self._identity = identity
         self._conn_types = conn_types
         self._heartbeat_interval = heartbeat_interval
         # The drivers are imported once, in the fork server; each test forks a fresh child from it.
         self._forks = ForkServer(preload=["activities.testers.child", *tester_modules(conn_types)])
-        # One connection pool for every test's Execution API calls; each call carries its own token.
+        # One connection pool for every test's Execution API calls.
         self._transport = httpx.AsyncHTTPTransport(retries=2)
+        self.job_id: str | None = None
 
     def start(self) -> None:
         self._forks.start()
@@ -68,7 +71,7 @@ class ConnectionTestActivities:
     async def _run(self, workload: RunConnectionTestInput) -> ConnectionTestOutcome:
         api = ExecutionAPIClient(
             self._api_url,
-            workload.token,
+            self._credential,
             api_version=self._api_version,
             transport=self._transport,
             retry_for=API_OUTAGE_TOLERANCE,
@@ -76,9 +79,10 @@ class ConnectionTestActivities:
         )
         with reported_to_temporal():
             async with api:
-                running = ConnectionTestStatePatch(state="running", worker=self._identity)
-                await api.connection_tests.set_state(workload.test_id, running)
-                fields = await api.connection_tests.get_connection(workload.test_id)
+                # The claim, with this worker's own credential, marks the test running here.
+                claim = ConnectionTestClaim(worker=self._identity, job_id=self.job_id)
+                claimed = await api.connection_tests.claim(workload.test_id, claim)
+        fields, timeout = claimed.connection, claimed.timeout
         hide_in_logs(*connection_secrets(fields))
         log.info(
             "connection test running", conn_type=fields.conn_type, target=target_of(fields.host, fields.port)
@@ -92,13 +96,13 @@ class ConnectionTestActivities:
         started = time.monotonic()
         result = await self._forks.run(
             CHILD_TARGET,
-            {"fields": fields.model_dump(by_alias=True), "timeout": workload.timeout},
-            timeout=workload.timeout,
+            {"fields": fields.model_dump(by_alias=True), "timeout": timeout},
+            timeout=timeout,
             on_tick=activity.heartbeat,
             tick=self._heartbeat_interval,
         )
         if result.timed_out:
-            return self._outcome(False, f"timed out after {workload.timeout} s (driver process killed)")
+            return self._outcome(False, f"timed out after {timeout} s (driver process killed)")
         if result.output is None:
             return self._outcome(
                 False, f"the tester process died (exit status {result.exitcode}) without a result"
@@ -116,10 +120,21 @@ def connection_test_role(settings: WorkerSettings, identity: str) -> Role:
     conn_types = available_conn_types()
     tests = ConnectionTestActivities(
         api_url=settings.api_url,
+        credential=settings.worker_token,
         identity=identity,
         conn_types=conn_types,
         heartbeat_interval=settings.activity_heartbeat_interval,
         api_version=settings.execution_api_version,
     )
     tests.start()
-    return Role("worker", [tests.run_connection_test], settings.max_concurrent_tests, conn_types)
+
+    def note_job(job_id: str) -> None:
+        tests.job_id = job_id
+
+    return Role(
+        "worker",
+        [tests.run_connection_test],
+        settings.max_concurrent_tests,
+        conn_types,
+        on_registered=note_job,
+    )

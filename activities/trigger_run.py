@@ -99,9 +99,16 @@ class _Context:
 
 class TriggerActivities:
     def __init__(
-        self, *, api_url: str, identity: str, allowlist: Sequence[str], heartbeat_interval: float = 2.0
+        self,
+        *,
+        api_url: str,
+        credential: str,
+        identity: str,
+        allowlist: Sequence[str],
+        heartbeat_interval: float = 2.0,
     ) -> None:
         self._api_url = api_url
+        self._credential = credential
         self._identity = identity
         # Installed plugins' registered trigger classes are allowed along with the configured patterns.
         self._allowlist = (*allowlist, *trigger_entry_points().values(), *builtin_classpaths())
@@ -126,27 +133,31 @@ class TriggerActivities:
 
     @activity.defn(name=RUN_TRIGGER_ACTIVITY)
     async def run_trigger(self, workload: RunTriggerInput) -> str:
-        api = ExecutionAPIClient(
+        worker_api = ExecutionAPIClient(
             self._api_url,
-            workload.token,
+            self._credential,
             transport=self._transport,
             limiter=self._limiter,
             retry_for=API_OUTAGE_TOLERANCE,
             on_retry=activity.heartbeat,
         )
-        logs_api = ExecutionAPIClient(
-            self._api_url, workload.token, transport=self._log_transport, limiter=self._log_limiter
-        )
         bind_work(trigger_id=workload.trigger_id, queue=activity.info().task_queue, worker=self._identity)
         buffer: list[LogLine] = []
         _current_buffer.set(buffer)
         beating = asyncio.create_task(self._beat())
-        shipping = asyncio.create_task(self._ship_logs(logs_api, workload.trigger_id, buffer))
+        shipping: asyncio.Task[None] | None = None
+        logs_api: ExecutionAPIClient | None = None
         trigger: BaseTrigger | None = None
         try:
             with reported_to_temporal():
+                # The claim, with this triggerer's own credential, hands out the trigger's token.
                 claim = TriggerClaim(job_id=self.job_id, triggerer=self._identity)
-                claimed = await api.triggers.claim(workload.trigger_id, claim)
+                claimed = await worker_api.triggers.claim(workload.trigger_id, claim)
+                api = worker_api.with_token(claimed.token)
+                logs_api = ExecutionAPIClient(
+                    self._api_url, claimed.token, transport=self._log_transport, limiter=self._log_limiter
+                )
+                shipping = asyncio.create_task(self._ship_logs(logs_api, workload.trigger_id, buffer))
                 hide_in_logs(*sensitive_values(claimed.kwargs))
                 structlog.contextvars.bind_contextvars(classpath=claimed.classpath)
                 log.info("trigger claimed", attempt=activity.info().attempt, job_id=self.job_id)
@@ -164,9 +175,11 @@ class TriggerActivities:
                 with contextlib.suppress(Exception):
                     await trigger.cleanup()
             beating.cancel()
-            shipping.cancel()
-            with contextlib.suppress(Exception):
-                await self._flush(logs_api, workload.trigger_id, buffer)
+            if shipping is not None:
+                shipping.cancel()
+            if logs_api is not None:
+                with contextlib.suppress(Exception):
+                    await self._flush(logs_api, workload.trigger_id, buffer)
 
     def _build(self, classpath: str, kwargs: dict[str, object]) -> BaseTrigger:
         try:
@@ -242,7 +255,10 @@ class TriggerActivities:
 def triggerer_role(settings: WorkerSettings, identity: str) -> Role:
     """The ``triggerer`` role: up to ``capacity`` triggers at once, each a long, heartbeating activity."""
     triggers = TriggerActivities(
-        api_url=settings.api_url, identity=identity, allowlist=settings.trigger_allowlist
+        api_url=settings.api_url,
+        credential=settings.worker_token,
+        identity=identity,
+        allowlist=settings.trigger_allowlist,
     )
 
     def note_job(job_id: str) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -164,17 +166,9 @@ def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
     )
     stack.start("api", "API", [*airlock, "api", "--host", api["host"], "--port", str(api["port"])], env)
     stack.wait_until(lambda: _healthy(api_url), f"the API at {api_url} did not become healthy")
-    worker_token = _worker_token(env, state_dir)
-
     def start_worker(name: str, queues: list[str], *flags: str) -> StackProcess:
-        process_env = worker_env(
-            payload_key=dev.payload_key,
-            worker_token=worker_token,
-            temporal_address=temporal_address,
-            api_url=api_url,
-            queues=queues,
-        )
-        return stack.start(name, name, [*airlock, "worker", *flags], process_env)
+        provisioned = _provision(api_url, dev.admin_token, state_dir, name, queues, triggerer=bool(flags))
+        return stack.start(name, name, [*airlock, "worker", *flags], worker_env(provisioned))
 
     queues = list(worker.get("queues", ["default"]))
     workers = [start_worker("worker", queues)]
@@ -228,22 +222,39 @@ def launcher() -> str:
         return str(script)
 
 
-def _worker_token(env: dict[str, str], state_dir: Path) -> str:
-    path = state_dir / "worker.token"
-    if not path.exists():
-        minted = subprocess.run(
-            [sys.executable, "-m", "airlock.cli", "tokens", "worker", "--name", "dev"],
-            env=env,
-            capture_output=True,
-            text=True,
-            process_group=0,
+def _provision(
+    api_url: str, admin_token: str, state_dir: Path, name: str, queues: list[str], *, triggerer: bool
+) -> dict[str, str]:
+    """The dev worker's env, provisioned through the API like any worker's (``airlock workers add``),
+    once: kept in the state directory (0600) for the next ``airlock dev``. A file for other queues (the
+    config changed) is replaced by a new worker."""
+    path = state_dir / f"{name}.env.json"
+    if path.exists():
+        env: dict[str, str] = json.loads(path.read_text())
+        if env.get("AIRLOCK_QUEUES") == ",".join(sorted(set(queues))):
+            return env
+    request = {
+        "name": f"dev-{name}-{secrets.token_hex(3)}",
+        "queues": queues,
+        "triggerer": triggerer,
+        "expires_in_days": 3650,
+    }
+    try:
+        response = httpx.post(
+            f"{api_url}/api/v2/workers",
+            json=request,
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=10,
         )
-        if minted.returncode != 0:
-            raise StackFailed(f"minting the worker's credential failed: {minted.stderr.strip()}")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(minted.stdout.strip())
-    return path.read_text().strip()
+    except httpx.HTTPError as exc:
+        raise StackFailed(f"provisioning the {name} failed: {type(exc).__name__}") from None
+    if response.status_code != 201:
+        raise StackFailed(f"provisioning the {name} failed: {response.status_code} {response.text[:300]}")
+    env = {**response.json()["env"], "AIRLOCK_API_URL": api_url}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(env, handle)
+    return env
 
 
 def _listening(host: str, port: int) -> bool:

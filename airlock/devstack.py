@@ -114,24 +114,11 @@ def api_env(dev: DevSecrets, *, temporal_address: str, database_url: str, **extr
     return env
 
 
-def worker_env(
-    *,
-    payload_key: str,
-    worker_token: str,
-    temporal_address: str,
-    api_url: str,
-    queues: list[str],
-    **extra: str,
-) -> dict[str, str]:
-    """A worker's whole configuration: Temporal, the API, its credential. No database URL, ever."""
+def worker_env(provisioned: dict[str, str], **extra: str) -> dict[str, str]:
+    """A worker's whole configuration: what its provisioning gave it (Temporal, the API, its credential,
+    its queues and their payload keys). No database URL, ever."""
     env = _inherited_environment()
-    env.update(
-        AIRLOCK_TEMPORAL_ADDRESS=temporal_address,
-        AIRLOCK_API_URL=api_url,
-        AIRLOCK_WORKER_TOKEN=worker_token,
-        AIRLOCK_PAYLOAD_KEY=payload_key,
-        AIRLOCK_QUEUES=",".join(queues),
-    )
+    env.update(provisioned)
     env.update(extra)
     return env
 

@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from airlock.connection import ConnectionFields, check_extra
 from airlock.protocol import EVENT, EventType
-from airlock.validation import Moment, Text, TimeoutSeconds, check_next_kwargs
+from airlock.validation import QUEUE_PATTERN, Moment, Text, TimeoutSeconds, check_next_kwargs
 
 # Limits a client truncates to before sending (the server refuses anything longer).
 MAX_RESULT_MESSAGE_CHARS = 10_000
@@ -25,6 +25,8 @@ MAX_PAYLOAD_CHARS = 256 * 1024
 TriggerKwargs = Annotated[dict[str, Any], AfterValidator(lambda v: check_extra(v, "kwargs"))]
 CLASSPATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 METHOD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A provisioned worker's credential is "aw1.<worker name>.<secret>"; every other bearer token is a JWT.
+WORKER_CREDENTIAL_PREFIX = "aw1."
 
 
 class StrictModel(BaseModel):
@@ -33,6 +35,22 @@ class StrictModel(BaseModel):
 
 class ConnectionTestConnection(ConnectionFields):
     """The decrypted fields of the connection under test: only its own workload token may read them."""
+
+
+class ConnectionTestClaim(StrictModel):
+    """A worker takes a workload with its own credential: who it is (host:pid) and its liveness job."""
+
+    worker: Text = Field(max_length=500)
+    job_id: Text | None = Field(None, max_length=36)
+
+
+class ConnectionTestClaimed(BaseModel):
+    """A claimed test: its connection, its driver timeout, and a token for this test and this worker
+    that dies when the test ends."""
+
+    token: str
+    timeout: int
+    connection: ConnectionTestConnection
 
 
 class ConnectionTestStatePatch(StrictModel):
@@ -62,8 +80,11 @@ class TriggerClaim(StrictModel):
 
 
 class TriggerWorkload(BaseModel):
-    """What a triggerer needs to run a trigger: its class, its decrypted kwargs, its deadline."""
+    """What a triggerer needs to run a trigger: its class, its decrypted kwargs, its deadline, and a
+    token for this trigger and this triggerer (events, failures, logs, named connections) that dies
+    when the trigger ends."""
 
+    token: str
     trigger_id: str
     classpath: str
     kwargs: dict[str, Any]
@@ -129,7 +150,7 @@ class TriggerLogBatch(StrictModel):
 class TriggerSpec(StrictModel):
     classpath: str = Field(pattern=CLASSPATH_PATTERN, max_length=1000)
     kwargs: TriggerKwargs = Field(default_factory=dict)
-    queue: Text | None = Field(None, max_length=200)
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN)
 
 
 class TaskInstanceDefer(StrictModel):

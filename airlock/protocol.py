@@ -15,10 +15,12 @@ RUN_TRIGGER_ACTIVITY = "run_trigger"
 DISPATCH_TRIGGER_ACTIVITY = "dispatch_trigger"
 RECORD_TIMER_FIRED_ACTIVITY = "record_timer_fired"
 END_TRIGGER_ACTIVITY = "end_trigger"
+# A local activity of the semaphore: the cap, from the API's settings (never from a signal).
+SLOT_CAPACITY_ACTIVITY = "connection_test_slot_capacity"
 
 # Signals of the connection-test semaphore: a test asks with ACQUIRE, the semaphore answers with
-# SLOT_GRANTED (or SLOT_REFUSED, with the reason, when it keeps as many workflows as it may), the test
-# gives the slot back with RELEASE.
+# SLOT_GRANTED and a lease id (or SLOT_REFUSED, with the reason, when it keeps as many workflows as it
+# may), the test gives the slot back with RELEASE, naming the lease.
 ACQUIRE_SIGNAL = "acquire"
 SLOT_GRANTED_SIGNAL = "slot_granted"
 SLOT_REFUSED_SIGNAL = "slot_refused"
@@ -29,6 +31,7 @@ API_REJECTED_ERROR = "ExecutionAPIRejected"  # a 4xx: retrying will not help
 API_UNAVAILABLE_ERROR = "ExecutionAPIUnavailable"  # a 5xx or no answer: Temporal retries
 TRIGGER_FAILED_ERROR = "TriggerFailed"  # the trigger itself raised
 TRIGGER_NOT_ALLOWED_ERROR = "TriggerNotAllowed"  # outside the triggerer's allowlist
+CONTROL_REFUSED_ERROR = "ControlCallRefused"  # a control activity called by a workflow not owning the row
 # How a connection-test workflow fails when its test failed (the UI's Failed filter finds it): the
 # outcome rides in the error's details, encrypted like every payload.
 CONNECTION_TEST_FAILED_ERROR = "ConnectionTestFailed"

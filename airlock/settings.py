@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from airlock.codec import EncryptionCodec, make_codec
 from airlock.logging import LogFormat, LogLevel
 
 
@@ -17,10 +16,6 @@ class TemporalSettings(BaseSettings):
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
-    payload_key: str = Field(default="", repr=False)
-    payload_key_id: str = "k1"
-    # Keys that still decrypt old payloads after a rotation, as {"key id": "base64 key"}.
-    payload_old_keys: dict[str, str] = Field(default_factory=dict, repr=False)
     # Every process logs through airlock.logging: "console" lines, or "json" (one object per line).
     log_format: LogFormat = "console"
     log_level: LogLevel = "INFO"
@@ -37,11 +32,6 @@ class TemporalSettings(BaseSettings):
         # a database URL, an API URL with userinfo.
         for name, value in super().__repr_args__():
             yield name, hide_url_password(value) if isinstance(value, str) else value
-
-    def codec(self) -> EncryptionCodec:
-        if not self.payload_key:
-            raise ValueError("AIRLOCK_PAYLOAD_KEY is not set: payloads must be encrypted")
-        return make_codec(self.payload_key_id, self.payload_key, self.payload_old_keys.items())
 
 
 def split_list(value: object) -> object:

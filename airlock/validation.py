@@ -27,6 +27,11 @@ def _text(value: str) -> str:
     return value
 
 
+# A Temporal task queue as users name one.
+QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$"
+# A provisioned worker's name: it is part of its credential (``aw1.<name>.<secret>``), so no dots.
+WORKER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
 # Every free-text field on the wire: PostgreSQL cannot store NUL, and nothing legitimate needs it.
 Text = Annotated[str, AfterValidator(_text)]
 

@@ -1,7 +1,8 @@
 """Workflow and activity inputs and outputs: plain dataclasses that carry ids, never credentials.
 
-The one exception is the workload token handed to a worker's activity: it is short-lived, scoped to a
-single test or trigger, and every payload is encrypted by the payload codec before it reaches Temporal.
+A worker's activity gets the id of its workload and claims it from the Execution API with its own
+credential. The control plane's inputs carry a *grant*: a MAC over the workflow id that only the API can
+compute, so that a control activity acts only for the workflow the API started for that row.
 """
 
 from __future__ import annotations
@@ -12,24 +13,32 @@ from dataclasses import dataclass, field
 @dataclass
 class ConnectionTestInput:
     test_id: str
-    queue: str
-    timeout: int
-    dispatch_timeout: float
-    heartbeat_timeout: float
+    grant: str
     record_timeout: float
     slots_workflow_id: str
 
 
 @dataclass
-class DispatchTicket:
-    token: str
+class ControlCall:
+    """A control activity's input: the row it acts on and the grant of the workflow calling it."""
+
+    row_id: str
+    grant: str
+
+
+@dataclass
+class DispatchPlan:
+    """Where and how long a test runs: read from its row and the API's settings, never from input."""
+
+    queue: str
+    timeout: int
+    dispatch_timeout: float
+    heartbeat_timeout: float
 
 
 @dataclass
 class RunConnectionTestInput:
     test_id: str
-    token: str
-    timeout: int
 
 
 @dataclass
@@ -46,14 +55,23 @@ class ConnectionTestRecord:
     """What the control queue writes: a test's outcome."""
 
     test_id: str
+    grant: str
     outcome: ConnectionTestOutcome
 
 
 @dataclass
 class SlotRequest:
     workflow_id: str
+    # Ignored: the semaphore reads its capacity from the API's settings. Kept for the wire format.
     capacity: int
     lease_seconds: float
+
+
+@dataclass
+class SlotRelease:
+    workflow_id: str
+    # The lease the grant carried: a release that does not name it is ignored.
+    lease: str
 
 
 @dataclass
@@ -84,22 +102,30 @@ class SlotsState:
     held: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
+    # A holder's lease id, handed out with its grant.
+    leases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class TriggerInput:
     trigger_id: str
-    queue: str
+    grant: str
     # Set for time triggers: the workflow sleeps on a durable timer until then (ISO 8601, UTC).
     fire_at: str | None
     timeout_at: str | None
+
+
+@dataclass
+class TriggerPlan:
+    """Where a trigger runs: read from its row and the API's settings, never from input."""
+
+    queue: str
     heartbeat_timeout: float
 
 
 @dataclass
 class RunTriggerInput:
     trigger_id: str
-    token: str
 
 
 @dataclass
@@ -107,5 +133,6 @@ class TriggerEnd:
     """How a trigger ended when the worker could not say so itself: timed out, cancelled, failed."""
 
     trigger_id: str
+    grant: str
     state: str
     reason: str

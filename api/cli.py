@@ -44,18 +44,6 @@ def db_upgrade() -> None:
     upgrade(settings.database_url)
 
 
-def worker_token(
-    name: Annotated[str, typer.Option(help="The worker's name, recorded on its jobs.")],
-    days: Annotated[int, typer.Option(min=1, help="Days the credential stays valid.")] = 365,
-) -> None:
-    """Mint a worker's credential and print it (hand it to the worker as AIRLOCK_WORKER_TOKEN)."""
-    settings = _settings()
-    settings.require_secrets("jwt_secret")
-    from api.core.security import mint_worker_token
-
-    print(mint_worker_token(settings, name, ttl_seconds=days * 86400))
-
-
 def _group(help_text: str) -> typer.Typer:
     # A callback keeps a one-command group a group (`airlock db upgrade`, not `airlock db`).
     group = typer.Typer(help=help_text, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -67,5 +55,3 @@ api_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 api_app.command("api")(api)
 db_app = _group("The metadata database.")
 db_app.command("upgrade")(db_upgrade)
-tokens_app = _group("Credentials, minted on the API host.")
-tokens_app.command("worker")(worker_token)

@@ -30,10 +30,21 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     # One transaction per request: committed when the route returns, rolled back when it raises.
+    # Shared by every dependency of the request (authentication reads the worker's credential in it):
+    # Cadwyn's versioned copies of a route do not share FastAPI's dependency cache, and a second
+    # transaction would wait for the only SQLite connection the first one holds.
+    shared: AsyncSession | None = getattr(request.state, "session", None)
+    if shared is not None:
+        yield shared
+        return
     async with runtime.sessions.begin() as session:
-        yield session
+        request.state.session = session
+        try:
+            yield session
+        finally:
+            request.state.session = None
 
 
 # scope="function": the commit runs before the response is sent, so a 2xx means stored and a failed

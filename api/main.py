@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = None
         if settings.run_control_worker:
             activities = ControlActivities(settings, runtime.sessions, runtime.box)
-            trigger_activities = TriggerControlActivities(settings, runtime.sessions)
+            trigger_activities = TriggerControlActivities(settings, runtime.sessions, runtime.box)
             worker = control_worker(runtime.temporal, settings, activities, trigger_activities)
             background.append(asyncio.create_task(worker.run()))
             reapers = (

@@ -562,7 +562,7 @@ async def bench(n: int, work_dir: Path) -> tuple[Timers, Files, Floor]:
             await stack.api.start()
             services.callback(stack.stop_workers)
             queue = f"bench-trig-{uuid.uuid4().hex[:8]}"
-            triggerer = stack.start_worker(
+            triggerer = await stack.start_worker(
                 queue, name="triggerer", AIRLOCK_TRIGGERER="true", AIRLOCK_CAPACITY=str(max(1000, n))
             )
             procs = {"triggerer": Proc(triggerer.pid), "api": Proc(os.getpid(), tree=False)}

@@ -10,10 +10,11 @@ with the project's codec). Any occurrence of a registered secret, raw, URL-quote
 base64-encoded, any piece of a marked one, or any JWT where no token belongs, is a finding; the run
 fails with the list.
 
-Tokens the API mints are never seen by the tests, so any JWT (``eyJ...eyJ...``) counts, except in
-the few responses whose purpose is to hand one out (``TOKEN_ENDPOINTS``) and in decoded payloads
-(a workload's input carries its token). Responses that deliver a workload's credentials to a worker
-may carry passwords and trigger secrets (``CREDENTIAL_ENDPOINTS``).
+Tokens the API mints are never seen by the tests, so any JWT (``eyJ...eyJ...``) or worker credential
+(``aw1....``) counts, except in the few responses whose purpose is to hand one out
+(``TOKEN_ENDPOINTS``); decoded payloads carry none (activity inputs carry ids). Responses that
+deliver a workload's credentials to a worker may carry passwords and trigger secrets
+(``CREDENTIAL_ENDPOINTS``).
 """
 
 from __future__ import annotations
@@ -44,18 +45,19 @@ from temporalio.api.history.v1 import History
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
 
-from airlock.codec import ENCODING, make_codec
+from airlock.codec import ENCODING, master_codec
 from airlock.sdk import BaseTrigger, TriggerEvent
 
 # Built from parts so that no source line (shown in a traceback, say) contains the marker itself.
 MARKER = "Zq" + "SeCrEt" + "x7W"
 PASSWORD, TRIGGER_SECRET, TOKEN, KEY = "password", "trigger secret", "token", "key"
 KINDS = (PASSWORD, TRIGGER_SECRET, TOKEN, KEY)
-# What may never appear in a place: everything, or everything but tokens (decoded payloads carry a
-# workload's token by design, and operators with the codec may see it).
+# What may never appear in a place: everything, or everything but tokens (the CLI's output where its
+# purpose is to hand one out).
 EVERYTHING = frozenset(KINDS)
 NOT_TOKENS = frozenset({PASSWORD, TRIGGER_SECRET, KEY})
-JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
+# Any JWT, and any provisioned worker's credential ("aw1.<name>.<secret>"), is a token.
+JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+|aw1\.[a-z0-9-]+\.[A-Za-z0-9_-]{40,}")
 # The scanner's own tests plant leaks on purpose: workflows with this id prefix, and requests with
 # this header (a token planted in a response), are theirs to check; the session scan leaves them out.
 PLANTED_PREFIX = "secret-scan-planted-"
@@ -63,16 +65,20 @@ PLANTED_HEADER = "x-secret-scan-planted"
 
 # (method, path pattern, kinds a response of that route may carry).
 CREDENTIAL_ENDPOINTS: tuple[tuple[str, re.Pattern[str], frozenset[str]], ...] = (
+    ("POST", re.compile(r"/execution/connection-tests/[^/]+/claim$"), frozenset({PASSWORD})),
     ("GET", re.compile(r"/execution/connection-tests/[^/]+/connection$"), frozenset({PASSWORD})),
+    # Provisioning hands a worker its credential and its queues' payload keys, once.
+    ("POST", re.compile(r"/api/v2/workers$"), frozenset({KEY})),
     ("GET", re.compile(r"/execution/triggers/[^/]+/connections/[^/]+$"), frozenset({PASSWORD})),
     ("POST", re.compile(r"/execution/triggers/[^/]+/workload$"), frozenset({TRIGGER_SECRET, PASSWORD})),
 )
 TOKEN_ENDPOINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     # A task runner gets its Execution API token when it registers the task instance.
     ("POST", re.compile(r"/api/v2/task-instances$")),
-    # Decoded payloads are base64 protobuf; a workload input carries its token (to operators only).
-    ("POST", re.compile(r"/codec/decode$")),
-    ("POST", re.compile(r"/codec/ui/[^/]+/decode$")),
+    # A claim hands the worker a token for the workload it claimed.
+    ("POST", re.compile(r"/execution/connection-tests/[^/]+/claim$")),
+    ("POST", re.compile(r"/execution/triggers/[^/]+/workload$")),
+    ("POST", re.compile(r"/api/v2/workers$")),
 )
 
 
@@ -309,7 +315,7 @@ class Scanner:
                 continue
             with self._lock:
                 self.counts["payloads decoded"] += 1
-            self.scan(plain.SerializeToString(), f"{where}, decoded payload", NOT_TOKENS)
+            self.scan(plain.SerializeToString(), f"{where}, decoded payload")
 
     def summary(self) -> str:
         kinds = ", ".join(f"{sum(s.kind == kind for s in self.secrets.values())} {kind}s" for kind in KINDS)
@@ -457,7 +463,7 @@ class SessionCapture:
 
         async def scan() -> None:
             client = await Client.connect(address)
-            await self.scanner.scan_temporal(client, make_codec("k1", payload_key))
+            await self.scanner.scan_temporal(client, master_codec("k1", payload_key))
 
         started = time.monotonic()
         # Its own thread and loop: the session's loop is not running during fixture teardown.

@@ -4,6 +4,7 @@ port), workers as child processes (``airlock worker``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,6 @@ import uvicorn
 
 from airlock.devstack import DevSecrets, api_env, worker_env
 from api.core.config import Settings
-from api.core.security import mint_worker_token
 from api.deps import Runtime
 from api.main import KEEP_ALIVE_SECONDS, create_app
 from api.temporal.reaper import ConnectionTestReaper
@@ -173,14 +173,27 @@ class Stack:
             timeout=30,
         )
 
-    def start_worker(self, *queues: str, name: str = "test", **env: str) -> subprocess.Popen[bytes]:
-        token = mint_worker_token(self.settings, name)
+    async def provision(self, name: str, queues: list[str], *, triggerer: bool = False) -> dict[str, str]:
+        """A worker's env from ``POST /api/v2/workers`` (under a unique name, so tests can reuse one)."""
+        request = {
+            "name": f"{name.lower()}-{uuid.uuid4().hex[:6]}",
+            "queues": queues,
+            "triggerer": triggerer,
+            "expires_in_days": 1,
+        }
+        async with self.client() as client:
+            response = await client.post("/api/v2/workers", json=request)
+        assert response.status_code == 201, response.text
+        env: dict[str, str] = response.json()["env"]
+        secret_scan.register(env["AIRLOCK_WORKER_TOKEN"], secret_scan.TOKEN)
+        for key in json.loads(env["AIRLOCK_PAYLOAD_KEYS"]).values():
+            secret_scan.register(key, secret_scan.KEY)
+        return {**env, "AIRLOCK_API_URL": self.api.url}
+
+    async def start_worker(self, *queues: str, name: str = "test", **env: str) -> subprocess.Popen[bytes]:
+        triggerer = env.get("AIRLOCK_TRIGGERER", "").lower() == "true"
         process_env = worker_env(
-            payload_key=self.secrets.payload_key,
-            worker_token=token,
-            temporal_address=self.temporal_address,
-            api_url=self.api.url,
-            queues=list(queues),
+            await self.provision(name, list(queues), triggerer=triggerer),
             AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
             **env,
         )
@@ -199,7 +212,7 @@ class Stack:
         """A fresh queue with live workers on it: tests never share queues."""
         queue = unique(prefix)
         for n in range(workers):
-            self.start_worker(queue, name=f"{prefix}-{n}")
+            await self.start_worker(queue, name=f"{prefix}-{n}")
         await self.wait_worker(queue)
         return queue
 

@@ -16,8 +16,8 @@ from tests.stack import unique, wait_terminal
 async def test_test_runs_on_named_queue_and_reports_worker(make_stack) -> None:
     stack = await make_stack()
     net_a, net_b = unique("net-a"), unique("net-b")
-    stack.start_worker(net_a, name="edge-a")
-    stack.start_worker(net_b, name="edge-b")
+    await stack.start_worker(net_a, name="edge-a")
+    await stack.start_worker(net_b, name="edge-b")
     job_a = await stack.wait_worker(net_a)
     job_b = await stack.wait_worker(net_b)
     async with stack.client() as client:
@@ -116,7 +116,7 @@ async def test_operators_find_tests_by_search_attributes(make_stack) -> None:
 async def test_worker_completes_its_job_on_shutdown(make_stack) -> None:
     stack = await make_stack()
     queue = unique("net")
-    proc = stack.start_worker(queue)
+    proc = await stack.start_worker(queue)
     job = await stack.wait_worker(queue)
     assert set(job["conn_types"]) >= {"postgres", "mysql", "redis", "http", "tcp", "sqlite"}
     os.killpg(proc.pid, signal.SIGTERM)
@@ -127,21 +127,20 @@ async def test_worker_completes_its_job_on_shutdown(make_stack) -> None:
     assert mine["state"] == "completed" and mine["alive"] is False and mine["ended_at"]
 
 
-async def test_worker_pinned_to_the_first_api_version_keeps_working(make_stack) -> None:
-    """DESIGN.md invariant 6: the server moved on (triggers, 2026-12-01); an old worker does not notice."""
+async def test_a_worker_pinned_to_a_version_before_claims_is_told_why_its_tests_fail(make_stack) -> None:
+    """The one break of DESIGN.md invariant 6, made for invariant 7: versions before 2026-12-15 took a
+    workload token from the activity input, which carries none now. Such a worker still registers
+    (its routes are served), and each test it picks up ends failed, saying what it lacks."""
     stack = await make_stack()
     queue = unique("old")
-    stack.start_worker(queue, AIRLOCK_EXECUTION_API_VERSION=EXECUTION_API_VERSIONS[0])
+    await stack.start_worker(queue, AIRLOCK_EXECUTION_API_VERSION=EXECUTION_API_VERSIONS[0])
     job = await stack.wait_worker(queue)
     assert job["kind"] == "worker" and job["capacity"] is None
     async with stack.client() as client:
-        ok = await client.post(
+        test = await client.post(
             "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
         )
-        refused = await client.post(
-            "/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue}
-        )
-        assert (await wait_terminal(client, ok.json()["id"]))["state"] == "success"
-        result = await wait_terminal(client, refused.json()["id"])
-    assert result["state"] == "failed" and "connection refused" in result["result_message"]
+        result = await wait_terminal(client, test.json()["id"])
+    assert result["state"] == "failed", result
+    assert "/claim: 404" in result["result_message"], result["result_message"]
     assert EXECUTION_API_VERSIONS[0] != EXECUTION_API_VERSIONS[-1]

@@ -55,7 +55,7 @@ async def test_global_cap_holds_across_workers(make_stack, silent_server: int) -
 async def test_worker_killed_mid_test_fails_with_reason(make_stack, silent_server: int) -> None:
     stack = await make_stack(connection_test_heartbeat_timeout=3, connection_test_dispatch_timeout=3)
     queue = unique("net")
-    proc = stack.start_worker(queue)
+    proc = await stack.start_worker(queue)
     await stack.wait_worker(queue)
     async with stack.client() as client:
         r = await client.post(
@@ -78,7 +78,7 @@ async def test_worker_killed_mid_test_fails_with_reason(make_stack, silent_serve
 async def test_queue_abandoned_by_killed_worker_fails_on_dispatch_timeout(make_stack) -> None:
     stack = await make_stack(connection_test_dispatch_timeout=2)
     queue = unique("net")
-    proc = stack.start_worker(queue)
+    proc = await stack.start_worker(queue)
     await stack.wait_worker(queue)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -91,9 +91,9 @@ async def test_every_line_about_a_test_or_trigger_names_it_its_queue_and_worker(
     A worker left on the console format writes plain lines, without colour codes."""
     stack: Stack = await make_process_stack(env={"AIRLOCK_LOG_FORMAT": "json"})
     queue, console_queue, triggers = unique("net"), unique("plain"), unique("trig")
-    stack.start_worker(queue, name="json-worker", AIRLOCK_LOG_FORMAT="json")
-    stack.start_worker(console_queue, name="console-worker")
-    stack.start_worker(
+    await stack.start_worker(queue, name="json-worker", AIRLOCK_LOG_FORMAT="json")
+    await stack.start_worker(console_queue, name="console-worker")
+    await stack.start_worker(
         triggers,
         name="json-triggerer",
         AIRLOCK_LOG_FORMAT="json",
@@ -376,7 +376,7 @@ async def test_temporal_ui_names_each_test_and_shows_failed_ones_failed(make_sta
 async def test_temporal_ui_names_each_trigger_and_its_state(make_stack, tmp_path: Path) -> None:
     stack = await make_stack()
     queue = unique("trig")
-    stack.start_worker(
+    await stack.start_worker(
         queue,
         name="triggerer",
         AIRLOCK_TRIGGERER="true",

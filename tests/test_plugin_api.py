@@ -73,7 +73,7 @@ async def test_a_third_party_tester_and_trigger_run_end_to_end(
     assert "greeting" in worker["conn_types"]  # announced by the worker: the API has no such tester
     triggers = unique("plugin-trig")
     # The default allowlist: a registered trigger runs without being listed.
-    stack.start_worker(triggers, name="plugin-triggerer", AIRLOCK_TRIGGERER="true")
+    await stack.start_worker(triggers, name="plugin-triggerer", AIRLOCK_TRIGGERER="true")
     await stack.wait_worker(triggers)
     async with stack.client() as client:
         good = await client.post(

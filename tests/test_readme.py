@@ -56,8 +56,8 @@ async def test_quick_start_examples_run_as_written(make_stack, tmp_path: Path) -
     # Fresh queue names stand in for `default` and `triggers`: the session's Temporal server is shared
     # with other tests. The README names no queue, so it runs on whatever the server's defaults are.
     stack: Stack = await make_stack(default_queue=unique("default"), default_trigger_queue=unique("triggers"))
-    stack.start_worker(stack.settings.default_queue, name="dev")
-    stack.start_worker(stack.settings.default_trigger_queue, name="dev-triggerer", AIRLOCK_TRIGGERER="true")
+    await stack.start_worker(stack.settings.default_queue, name="dev")
+    await stack.start_worker(stack.settings.default_trigger_queue, name="dev-triggerer", AIRLOCK_TRIGGERER="true")
     await stack.wait_worker(stack.settings.default_queue)
     await stack.wait_worker(stack.settings.default_trigger_queue)
 

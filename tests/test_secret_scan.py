@@ -182,7 +182,7 @@ async def test_a_failing_trigger_keeps_its_secrets(make_stack, dev_secrets) -> N
     stack = await make_stack()
     queue = unique("trig")
     allow = "activities.triggers.*,tests.secret_scan.*"
-    stack.start_worker(queue, name="leaky", AIRLOCK_TRIGGERER="true", AIRLOCK_TRIGGER_ALLOWLIST=allow)
+    await stack.start_worker(queue, name="leaky", AIRLOCK_TRIGGERER="true", AIRLOCK_TRIGGER_ALLOWLIST=allow)
     await stack.wait_worker(queue)
     password, in_url, rejected = (secret_scan.trigger_secret() for _ in range(3))
     saved = secret_scan.password()

@@ -55,7 +55,7 @@ async def defer(
 async def start_triggerer(stack: Stack, capacity: int = 1000) -> str:
     """A triggerer on a fresh queue, with the tests' trigger classes allowed; returns the queue."""
     queue = unique("trig")
-    stack.start_worker(
+    await stack.start_worker(
         queue,
         name="triggerer",
         AIRLOCK_TRIGGERER="true",
@@ -220,7 +220,7 @@ async def test_cancel_runs_cleanup_on_the_triggerer(make_stack, tmp_path: Path, 
 async def test_class_outside_the_allowlist_fails_loudly(make_stack) -> None:
     stack = await make_stack()
     queue = unique("trig")
-    stack.start_worker(queue, name="strict", AIRLOCK_TRIGGERER="true")  # default allowlist only
+    await stack.start_worker(queue, name="strict", AIRLOCK_TRIGGERER="true")  # default allowlist only
     await stack.wait_worker(queue)
     async with stack.client() as client:
         response = await client.post(
@@ -235,9 +235,9 @@ async def test_killed_triggerer_hands_its_triggers_over_and_events_apply_once(
 ) -> None:
     stack = await make_stack(trigger_heartbeat_timeout=4)
     queue = unique("trig")
-    first = stack.start_worker(queue, name="t1", AIRLOCK_TRIGGERER="true")
+    first = await stack.start_worker(queue, name="t1", AIRLOCK_TRIGGERER="true")
     await stack.wait_worker(queue)
-    stack.start_worker(queue, name="t2", AIRLOCK_TRIGGERER="true")
+    await stack.start_worker(queue, name="t2", AIRLOCK_TRIGGERER="true")
     paths = [tmp_path / f"flag-{n}" for n in range(12)]
     async with stack.client() as client:
         tis = [

@@ -3,7 +3,7 @@ points and loaded only when it runs; the Temporal SDK and the drivers load after
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,19 +20,26 @@ def worker(
     capacity: Annotated[
         int | None, typer.Option(min=1, help="With --triggerer: triggers run at once (default 1000).")
     ] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="The env file `airlock workers add --env-file` wrote."
+        ),
+    ] = None,
 ) -> None:
-    """Run a worker serving one or more task queues, with this host's credential (AIRLOCK_WORKER_TOKEN)."""
+    """Run a worker serving one or more task queues, with this host's provisioned credential
+    (AIRLOCK_WORKER_TOKEN and the rest of what `airlock workers add` gives, or --env-file)."""
     import asyncio
 
     from airlock.cli.common import load_settings
     from worker.config import WorkerSettings
     from worker.main import run_worker
 
-    settings = load_settings(WorkerSettings)
+    settings = load_settings(lambda: WorkerSettings(_env_file=env_file))
     updates: dict[str, object] = {"queues": queue} if queue else {}
     if triggerer:
         updates["triggerer"] = True
-        if "queues" not in updates and "AIRLOCK_QUEUES" not in os.environ:
+        if "queues" not in updates and "queues" not in settings.model_fields_set:
             updates["queues"] = ["triggers"]
     if capacity is not None:
         updates["capacity"] = capacity

@@ -21,6 +21,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_
 from airlock.connection import ConnectionFields
 from airlock.errors import error_detail
 from airlock.execution import (
+    ConnectionTestClaim,
+    ConnectionTestClaimed,
     ConnectionTestConnection,
     ConnectionTestStatePatch,
     Deferred,
@@ -72,16 +74,32 @@ class ExecutionAPIClient:
         self._retry_for = retry_for
         self._on_retry = on_retry
         self._owns_transport = transport is None
+        self._transport = transport or httpx.AsyncHTTPTransport(retries=2)
+        self._options = (base_url, api_version, timeout)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/execution",
             headers={"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: api_version},
             timeout=timeout,
-            transport=transport or httpx.AsyncHTTPTransport(retries=2),
+            transport=self._transport,
         )
         self.connection_tests = ConnectionTests(self)
         self.jobs = Jobs(self)
         self.triggers = Triggers(self)
         self.task_instances = TaskInstances(self)
+
+    def with_token(self, token: str) -> ExecutionAPIClient:
+        """The same client acting with a claimed workload's token (same pool, limiter and retries)."""
+        base_url, api_version, timeout = self._options
+        return ExecutionAPIClient(
+            base_url,
+            token,
+            api_version=api_version,
+            timeout=timeout,
+            transport=self._transport,
+            retry_for=self._retry_for,
+            on_retry=self._on_retry,
+            limiter=self._limiter,
+        )
 
     async def __aenter__(self) -> ExecutionAPIClient:
         return self
@@ -145,6 +163,11 @@ class _Resource:
 
 
 class ConnectionTests(_Resource):
+    async def claim(self, test_id: str, claim: ConnectionTestClaim) -> ConnectionTestClaimed:
+        return await self._client.fetch(
+            ConnectionTestClaimed, "POST", f"/connection-tests/{test_id}/claim", claim
+        )
+
     async def get_connection(self, test_id: str) -> ConnectionTestConnection:
         return await self._client.fetch(
             ConnectionTestConnection, "GET", f"/connection-tests/{test_id}/connection"

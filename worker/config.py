@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from airlock.codec import DerivedKeyring, EncryptionCodec
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST
 from airlock.settings import TemporalSettings, split_list
 from airlock.version import LATEST_EXECUTION_API_VERSION
@@ -18,6 +19,10 @@ class WorkerSettings(TemporalSettings):
     # Pin the Execution API version this worker speaks (the newest this build knows by default).
     execution_api_version: str = LATEST_EXECUTION_API_VERSION
     worker_token: str = Field(default="", repr=False)
+    # The payload keys of this worker's queues, as provisioned: {"k1/queue:net-a": "base64 key"}.
+    payload_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    # The master key id this worker seals with (the API's current one when it was provisioned).
+    payload_key_id: str = "k1"
     # Comma-separated in the environment: AIRLOCK_QUEUES=net-a,net-b
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     hostname: str = Field(default_factory=socket.gethostname)
@@ -41,6 +46,11 @@ class WorkerSettings(TemporalSettings):
     trigger_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_TRIGGER_ALLOWLIST)
     )
+
+    def codec(self) -> EncryptionCodec:
+        if not self.payload_keys:
+            raise ValueError("AIRLOCK_PAYLOAD_KEYS is not set: provision this worker (airlock workers add)")
+        return EncryptionCodec(DerivedKeyring(self.payload_key_id, self.payload_keys))
 
     @field_validator("queues", "trigger_allowlist", mode="before")
     @classmethod

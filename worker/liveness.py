@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 
@@ -14,9 +15,12 @@ log = structlog.get_logger(__name__)
 
 
 class LivenessJob:
-    def __init__(self, api: ExecutionAPIClient, *, interval: float) -> None:
+    def __init__(
+        self, api: ExecutionAPIClient, *, interval: float, on_refused: Callable[[], None] = lambda: None
+    ) -> None:
         self._api = api
         self._interval = interval
+        self._on_refused = on_refused
         self.job_id: str | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -31,9 +35,12 @@ class LivenessJob:
             try:
                 await self._api.jobs.heartbeat(job_id)
             except ExecutionAPIError as exc:
-                # Keep beating through an API outage; a rejection (job completed elsewhere) is final.
+                # Keep beating through an API outage; a rejection (the credential revoked, the job ended
+                # with it) is final: this worker stops.
                 log.warning("job heartbeat failed", job_id=job_id, error=str(exc))
                 if not exc.retryable:
+                    log.error("the API refused this worker's heartbeat: stopping", job_id=job_id)
+                    self._on_refused()
                     return
 
     async def stop(self) -> None:

@@ -26,7 +26,7 @@ from worker.role import RoleFactory
 
 log = structlog.get_logger(__name__)
 
-SECRET_VARIABLES = frozenset({"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEY", "AIRLOCK_PAYLOAD_OLD_KEYS"})
+SECRET_VARIABLES = frozenset({"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEYS"})
 
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
@@ -61,7 +61,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     async with ExecutionAPIClient(
         settings.api_url, settings.worker_token, api_version=settings.execution_api_version
     ) as api:
-        job = LivenessJob(api, interval=settings.job_heartbeat_interval)
+        job = LivenessJob(api, interval=settings.job_heartbeat_interval, on_refused=stop.set)
         job_id = await job.start(
             JobRegistration(
                 kind=role.kind,

@@ -28,13 +28,15 @@ with workflow.unsafe.imports_passed_through():
         ConnectionTestInput,
         ConnectionTestOutcome,
         ConnectionTestRecord,
-        DispatchTicket,
+        ControlCall,
+        DispatchPlan,
         RunConnectionTestInput,
+        SlotRelease,
     )
 
 # Startup of the child interpreter and the report of "running" sit on top of the driver's timeout.
 START_TO_CLOSE_MARGIN = 15.0
-# A test whose worker stops heartbeating is dispatched a second time (the workload token covers both).
+# A test whose worker stops heartbeating is dispatched a second time (the next worker claims it again).
 DISPATCH_ATTEMPTS = 2
 # The workflow does not see a worker pick the activity up; the UI's pending activity does.
 _DISPATCHED = "running once a worker of that queue picks it up (Pending Activities shows which)"
@@ -44,11 +46,13 @@ _DISPATCHED = "running once a worker of that queue picks it up (Pending Activiti
 class ConnectionTestWorkflow:
     def __init__(self) -> None:
         self._granted = False
+        self._lease = ""
         self._refusal: str | None = None
 
     @workflow.signal(name=SLOT_GRANTED_SIGNAL)
-    def slot_granted(self) -> None:
+    def slot_granted(self, lease: str) -> None:
         self._granted = True
+        self._lease = lease
 
     @workflow.signal(name=SLOT_REFUSED_SIGNAL)
     def slot_refused(self, reason: str) -> None:
@@ -66,16 +70,16 @@ class ConnectionTestWorkflow:
                 outcome = ConnectionTestOutcome(False, f"not run: {self._refusal}")
                 await self._finish(inp, outcome, control)
                 return outcome
-            ticket = await workflow.execute_activity(
+            plan = await workflow.execute_activity(
                 MARK_QUEUED_ACTIVITY,
-                inp.test_id,
-                result_type=DispatchTicket,
+                ControlCall(inp.test_id, inp.grant),
+                result_type=DispatchPlan,
                 task_queue=control,
                 schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
                 retry_policy=api_retry(),
             )
             set_state(ConnectionTestState.QUEUED)
-            outcome = await self._dispatch(inp, ticket)
+            outcome = await self._dispatch(inp, plan)
         except ActivityError as exc:
             # Only the mark-queued step gets here: it refuses a test that is no longer pending.
             outcome = ConnectionTestOutcome(False, f"could not dispatch the test: {_cause(exc)}")
@@ -92,22 +96,22 @@ class ConnectionTestWorkflow:
             )
         return outcome
 
-    async def _dispatch(self, inp: ConnectionTestInput, ticket: DispatchTicket) -> ConnectionTestOutcome:
-        run = RunConnectionTestInput(test_id=inp.test_id, token=ticket.token, timeout=inp.timeout)
-        show(ConnectionTestState.QUEUED, f"on queue {inp.queue!r}: {_DISPATCHED}")
+    async def _dispatch(self, inp: ConnectionTestInput, plan: DispatchPlan) -> ConnectionTestOutcome:
+        run = RunConnectionTestInput(test_id=inp.test_id)
+        show(ConnectionTestState.QUEUED, f"on queue {plan.queue!r}: {_DISPATCHED}")
         try:
-            return await _run_on_queue(inp, run)
+            return await _run_on_queue(plan, run)
         except ActivityError as exc:
             if not _heartbeat_lost(exc):
-                return ConnectionTestOutcome(False, _explain(exc, inp))
-            lost = _explain(exc, inp)
+                return ConnectionTestOutcome(False, _explain(exc, plan))
+            lost = _explain(exc, plan)
         # A lost heartbeat is a dead worker or a lost network (Temporal restarting included), not an
         # answer from the target: run the test once more, on whichever worker of the queue is up.
-        show(ConnectionTestState.QUEUED, f"again, on queue {inp.queue!r} ({lost}): {_DISPATCHED}")
+        show(ConnectionTestState.QUEUED, f"again, on queue {plan.queue!r} ({lost}): {_DISPATCHED}")
         try:
-            return await _run_on_queue(inp, run)
+            return await _run_on_queue(plan, run)
         except ActivityError as exc:
-            return ConnectionTestOutcome(False, f"{lost}; on a second attempt, {_explain(exc, inp)}")
+            return ConnectionTestOutcome(False, f"{lost}; on a second attempt, {_explain(exc, plan)}")
 
     async def _finish(
         self, inp: ConnectionTestInput, outcome: ConnectionTestOutcome, control: str
@@ -118,7 +122,7 @@ class ConnectionTestWorkflow:
         try:
             recorded: bool = await workflow.execute_activity(
                 RECORD_RESULT_ACTIVITY,
-                ConnectionTestRecord(inp.test_id, outcome),
+                ConnectionTestRecord(inp.test_id, inp.grant, outcome),
                 result_type=bool,
                 task_queue=control,
                 schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
@@ -130,29 +134,29 @@ class ConnectionTestWorkflow:
             return None
         finally:
             # Free the slot only once the result is visible, so the cap holds as seen through the API.
-            await _release(inp.slots_workflow_id)
+            await _release(inp.slots_workflow_id, self._lease)
         set_state(state)
         show(state, outcome.message if recorded else f"not recorded, the test had ended: {outcome.message}")
         return recorded
 
 
-async def _run_on_queue(inp: ConnectionTestInput, run: RunConnectionTestInput) -> ConnectionTestOutcome:
+async def _run_on_queue(plan: DispatchPlan, run: RunConnectionTestInput) -> ConnectionTestOutcome:
     return await workflow.execute_activity(
         CONNECTION_TEST_ACTIVITY,
         run,
         result_type=ConnectionTestOutcome,
-        task_queue=inp.queue,
-        schedule_to_start_timeout=timedelta(seconds=inp.dispatch_timeout),
-        start_to_close_timeout=timedelta(seconds=inp.timeout + START_TO_CLOSE_MARGIN),
-        heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout),
+        task_queue=plan.queue,
+        schedule_to_start_timeout=timedelta(seconds=plan.dispatch_timeout),
+        start_to_close_timeout=timedelta(seconds=plan.timeout + START_TO_CLOSE_MARGIN),
+        heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout),
         retry_policy=RetryPolicy(maximum_attempts=1),
     )
 
 
-async def _release(slots_workflow_id: str) -> None:
+async def _release(slots_workflow_id: str, lease: str) -> None:
     handle = workflow.get_external_workflow_handle(slots_workflow_id)
     try:
-        await handle.signal(RELEASE_SIGNAL, workflow.info().workflow_id)
+        await handle.signal(RELEASE_SIGNAL, SlotRelease(workflow.info().workflow_id, lease))
     except Exception:
         workflow.logger.warning("could not release the slot; its lease will expire")
 
@@ -166,20 +170,20 @@ def _heartbeat_lost(exc: ActivityError) -> bool:
     return isinstance(exc.cause, TimeoutError) and exc.cause.type == TimeoutType.HEARTBEAT
 
 
-def _explain(exc: ActivityError, inp: ConnectionTestInput) -> str:
+def _explain(exc: ActivityError, plan: DispatchPlan) -> str:
     cause = exc.cause
     if isinstance(cause, TimeoutError):
         if cause.type == TimeoutType.SCHEDULE_TO_START:
             return (
-                f"no worker picked the test up: nothing polled queue {inp.queue!r} "
-                f"within the dispatch timeout of {inp.dispatch_timeout:g} s"
+                f"no worker picked the test up: nothing polled queue {plan.queue!r} "
+                f"within the dispatch timeout of {plan.dispatch_timeout:g} s"
             )
         if cause.type == TimeoutType.HEARTBEAT:
             return (
                 f"the worker running the test stopped responding (no heartbeat for "
-                f"{inp.heartbeat_timeout:g} s): it was probably killed or lost its network"
+                f"{plan.heartbeat_timeout:g} s): it was probably killed or lost its network"
             )
-        return f"timed out after {inp.timeout} s (the worker did not report back in time)"
+        return f"timed out after {plan.timeout} s (the worker did not report back in time)"
     if isinstance(cause, ApplicationError):
         return f"the worker could not run the test: {cause.message}"
     return f"the worker could not run the test: {cause or exc}"

@@ -1,10 +1,11 @@
 """ConnectionTestSlotsWorkflow: the global cap on concurrent tests, as a FIFO semaphore.
 
 One instance per namespace. The API signals ``acquire`` (signal-with-start) after starting a test's
-workflow; the semaphore grants slots in arrival order by signalling that workflow, and the test
-workflow signals ``release`` once its result is recorded. A holder that never releases (terminated
-from the Temporal UI, say) loses its slot when its lease runs out, or sooner when the reaper
-releases it.
+workflow; the semaphore grants slots in arrival order by signalling that workflow a lease id, and the
+test workflow signals ``release`` with that lease once its result is recorded. The cap is read from the
+API's settings (a local activity, at each run's start), never taken from a signal. A holder that
+never releases (terminated from the Temporal UI, say) loses its slot when its lease runs out, or
+sooner when the reaper releases it.
 
 Its state is bounded: past ``MAX_SLOT_ENTRIES`` holders and waiters, a new request is refused (the test
 fails at once, saying why), so the state carried across continue-as-new stays far below Temporal's
@@ -21,8 +22,14 @@ from temporalio import workflow
 from workflows.common import show
 
 with workflow.unsafe.imports_passed_through():
-    from airlock.protocol import ACQUIRE_SIGNAL, RELEASE_SIGNAL, SLOT_GRANTED_SIGNAL, SLOT_REFUSED_SIGNAL
-    from airlock.workloads import MAX_SLOT_ENTRIES, SlotRequest, SlotsState
+    from airlock.protocol import (
+        ACQUIRE_SIGNAL,
+        RELEASE_SIGNAL,
+        SLOT_CAPACITY_ACTIVITY,
+        SLOT_GRANTED_SIGNAL,
+        SLOT_REFUSED_SIGNAL,
+    )
+    from airlock.workloads import MAX_SLOT_ENTRIES, SlotRelease, SlotRequest, SlotsState
 
 # Keep the history short: the state is small, carry it over.
 CONTINUE_AS_NEW_AFTER_EVENTS = 5_000
@@ -42,11 +49,12 @@ class ConnectionTestSlotsWorkflow:
         self._waiting: dict[str, int] = {w.workflow_id: math.ceil(w.lease_seconds) for w in state.waiters}
         self._waiting.update(state.waiting)
         self._refused: list[str] = list(state.refused)
+        self._leases: dict[str, str] = dict(state.leases)
         self._changed = False
 
     @workflow.signal(name=ACQUIRE_SIGNAL)
     def acquire(self, request: SlotRequest) -> None:
-        self._capacity = request.capacity
+        # The request's capacity is ignored: the cap comes from the API's settings (run()).
         workflow_id = request.workflow_id
         if workflow_id in self._held or workflow_id in self._waiting:
             return
@@ -59,9 +67,17 @@ class ConnectionTestSlotsWorkflow:
         self._changed = True
 
     @workflow.signal(name=RELEASE_SIGNAL)
-    def release(self, workflow_id: str) -> None:
-        self._held.pop(workflow_id, None)
-        self._waiting.pop(workflow_id, None)
+    def release(self, release: SlotRelease) -> None:
+        workflow_id = release.workflow_id
+        if workflow_id in self._held:
+            # Only the holder knows its lease: any other release of a held slot is ignored.
+            if self._leases.get(workflow_id) != release.lease:
+                workflow.logger.warning("ignoring a release of %s without its lease", workflow_id)
+                return
+            del self._held[workflow_id]
+            self._leases.pop(workflow_id, None)
+        elif self._waiting.pop(workflow_id, None) is None:
+            return
         self._changed = True
 
     @workflow.query
@@ -70,6 +86,9 @@ class ConnectionTestSlotsWorkflow:
 
     @workflow.run
     async def run(self, state: SlotsState) -> None:
+        self._capacity = await workflow.execute_local_activity(
+            SLOT_CAPACITY_ACTIVITY, result_type=int, start_to_close_timeout=timedelta(seconds=10)
+        )
         while True:
             self._expire_leases()
             await self._grant()
@@ -95,12 +114,14 @@ class ConnectionTestSlotsWorkflow:
             # Held before the signal goes out, so that the bound counts it while the signal is on its way.
             del self._waiting[workflow_id]
             self._held[workflow_id] = math.ceil(_now()) + lease
+            self._leases[workflow_id] = lease_id = str(workflow.uuid4())
             try:
-                await workflow.get_external_workflow_handle(workflow_id).signal(SLOT_GRANTED_SIGNAL)
+                await workflow.get_external_workflow_handle(workflow_id).signal(SLOT_GRANTED_SIGNAL, lease_id)
             except Exception:
                 # The test's workflow is gone (terminated, or it already ended): skip it.
                 workflow.logger.info("not granting a slot to %s: it is gone", workflow_id)
                 self._held.pop(workflow_id, None)
+                self._leases.pop(workflow_id, None)
 
     async def _refuse(self) -> None:
         while self._refused:
@@ -120,6 +141,7 @@ class ConnectionTestSlotsWorkflow:
             if expires_at <= now:
                 workflow.logger.warning("slot lease of %s expired", workflow_id)
                 del self._held[workflow_id]
+                self._leases.pop(workflow_id, None)
 
     def _until_next_expiry(self) -> timedelta | None:
         if not self._held:
@@ -132,6 +154,7 @@ class ConnectionTestSlotsWorkflow:
             held=dict(self._held),
             waiting=dict(self._waiting),
             refused=list(self._refused),
+            leases=dict(self._leases),
         )
 
 

@@ -25,9 +25,9 @@ with workflow.unsafe.imports_passed_through():
         TRIGGER_NOT_ALLOWED_ERROR,
     )
     from airlock.states import TriggerState
-    from airlock.workloads import RunTriggerInput, TriggerEnd, TriggerInput
+    from airlock.workloads import ControlCall, RunTriggerInput, TriggerEnd, TriggerInput, TriggerPlan
 
-# A trigger without a timeout still gets a bound: its workload token has to expire some day.
+# A trigger without a timeout still gets a bound: its run, and the token a claim hands out, end some day.
 NO_TIMEOUT_LIMIT = timedelta(days=7)
 ALREADY_ENDED = "already ended"
 NON_RETRYABLE = [TRIGGER_FAILED_ERROR, API_REJECTED_ERROR, TRIGGER_NOT_ALLOWED_ERROR]
@@ -45,7 +45,7 @@ class TriggerWorkflow:
             return await self._on_triggerer(inp, deadline, control)
         except asyncio.CancelledError:
             await asyncio.shield(
-                _end(control, TriggerEnd(inp.trigger_id, TriggerState.CANCELLED, "cancelled"))
+                _end(control, TriggerEnd(inp.trigger_id, inp.grant, TriggerState.CANCELLED, "cancelled"))
             )
             raise
 
@@ -55,12 +55,14 @@ class TriggerWorkflow:
         if deadline is not None and deadline < fire_at:
             show(TriggerState.SCHEDULED, f"durable timer: times out at {inp.timeout_at}, before it fires")
             await workflow.sleep(_until(deadline))
-            return await _end(control, TriggerEnd(inp.trigger_id, TriggerState.TIMED_OUT, "Trigger timeout"))
+            return await _end(
+                control, TriggerEnd(inp.trigger_id, inp.grant, TriggerState.TIMED_OUT, "Trigger timeout")
+            )
         show(TriggerState.SCHEDULED, f"durable timer: fires at {inp.fire_at} (no worker holds it)")
         await workflow.sleep(_until(fire_at))
         await workflow.execute_activity(
             RECORD_TIMER_FIRED_ACTIVITY,
-            inp.trigger_id,
+            ControlCall(inp.trigger_id, inp.grant),
             task_queue=control,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=api_retry(),
@@ -71,31 +73,30 @@ class TriggerWorkflow:
 
     async def _on_triggerer(self, inp: TriggerInput, deadline: datetime | None, control: str) -> str:
         limit = _until(deadline) if deadline is not None else NO_TIMEOUT_LIMIT
-        show(TriggerState.SCHEDULED, f"handing it to a triggerer of queue {inp.queue!r}")
-        token = await workflow.execute_activity(
+        plan = await workflow.execute_activity(
             DISPATCH_TRIGGER_ACTIVITY,
-            args=[inp.trigger_id, limit.total_seconds()],
-            result_type=str | None,  # type: ignore[arg-type]
+            ControlCall(inp.trigger_id, inp.grant),
+            result_type=TriggerPlan | None,  # type: ignore[arg-type]
             task_queue=control,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=api_retry(),
         )
-        if token is None:
+        if plan is None:
             # A rerun of a trigger that has ended (the workflow was reset): terminal is final.
             show(ALREADY_ENDED, "a rerun of a trigger that had ended: nothing to do")
             return ALREADY_ENDED
         set_state(TriggerState.RUNNING)
         show(
             TriggerState.RUNNING,
-            f"on a triggerer of queue {inp.queue!r} (Pending Activities shows which; "
+            f"on a triggerer of queue {plan.queue!r} (Pending Activities shows which; "
             "if it dies, another one of the queue takes the trigger over)",
         )
         run = workflow.start_activity(
             RUN_TRIGGER_ACTIVITY,
-            RunTriggerInput(inp.trigger_id, token),
-            task_queue=inp.queue,
+            RunTriggerInput(inp.trigger_id),
+            task_queue=plan.queue,
             start_to_close_timeout=limit + timedelta(minutes=5),
-            heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout),
+            heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout),
             # A dead triggerer's trigger is retried on another one; a trigger that raised is not.
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(milliseconds=500),
@@ -114,17 +115,19 @@ class TriggerWorkflow:
             raise
         if not done:
             await _cancel(run)
-            return await _end(control, TriggerEnd(inp.trigger_id, TriggerState.TIMED_OUT, "Trigger timeout"))
+            return await _end(
+                control, TriggerEnd(inp.trigger_id, inp.grant, TriggerState.TIMED_OUT, "Trigger timeout")
+            )
         try:
             result: str = await run
         except ActivityError as exc:
             # The triggerer reports a trigger's own failure itself; this records the others (a 4xx from
             # the API, a class outside the allowlist) so the trigger still ends, loudly.
             reason = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
-            await _end(control, TriggerEnd(inp.trigger_id, TriggerState.FAILED, reason))
+            await _end(control, TriggerEnd(inp.trigger_id, inp.grant, TriggerState.FAILED, reason))
             raise
         set_state(TriggerState(result))
-        show(result, f"on a triggerer of queue {inp.queue!r}")
+        show(result, f"on a triggerer of queue {plan.queue!r}")
         return result
 
 

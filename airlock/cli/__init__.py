@@ -1,5 +1,5 @@
 """``airlock``: drive the API (connections, triggers), run the local stack (dev), and whatever the
-installed parts register: ``api``, ``db`` and ``tokens`` come from the API's package, ``worker`` from
+installed parts register: ``api`` and ``db`` come from the API's package, ``worker`` from
 the worker's, through the ``airlock.commands`` entry points. Each is loaded only when it runs, so
 ``airlock worker`` never loads the API's code and a worker host without the API's dependencies
 still has a working ``airlock``."""
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from airlock.cli import connections, triggers
+from airlock.cli import connections, triggers, workers
 from airlock.cli.common import EXIT_ERROR, EXIT_OK, err, leave
 from airlock.plugins import command_entry_points
 from airlock.version import EXECUTION_API_VERSIONS
@@ -46,6 +46,7 @@ app = typer.Typer(
 )
 app.add_typer(connections.app, name="connections")
 app.add_typer(triggers.app, name="triggers")
+app.add_typer(workers.app, name="workers")
 
 
 def _version(show: bool) -> None:

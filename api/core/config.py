@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from airlock.codec import EncryptionCodec, MasterKeyring, decode_key, master_codec, queue_purpose
 from airlock.settings import TemporalSettings, split_list
 
 # The largest values the caps on connection tests take: waiting tests plus slot holders stay within the
@@ -20,6 +21,12 @@ class Settings(TemporalSettings):
     model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
 
     database_url: str = "sqlite:///.airlock/airlock.db"
+    # The master payload key: every segment's key is derived from it (airlock/codec.py).
+    payload_key: str = Field(default="", repr=False)
+    payload_key_id: str = "k1"
+    # Other master keys, as {"key id": "base64 key"}: they still open payloads, and provisioned workers
+    # get their queues' keys under them too, so that a key can be handed out before it becomes current.
+    payload_old_keys: dict[str, str] = Field(default_factory=dict, repr=False)
     fernet_key: str = Field(default="", repr=False)
     jwt_secret: str = Field(default="", repr=False)
     admin_token: str = Field(default="", repr=False)
@@ -29,6 +36,10 @@ class Settings(TemporalSettings):
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
     )
     jwt_audience: str = "airlock-execution"
+
+    # What a provisioned worker's env points at: the API and Temporal as its host reaches them.
+    worker_api_url: str = "http://127.0.0.1:8080"
+    worker_temporal_address: str | None = None
 
     control_queue: str = "airlock-control"
     default_queue: str = "default"
@@ -79,6 +90,22 @@ class Settings(TemporalSettings):
     def reaper_grace(self) -> float:
         # The reference's grace: at least 30 s, or half the timeout for long ones.
         return max(30.0, self.connection_test_timeout / 2)
+
+    def codec(self) -> EncryptionCodec:
+        if not self.payload_key:
+            raise ValueError("AIRLOCK_PAYLOAD_KEY is not set: payloads must be encrypted")
+        return master_codec(
+            self.payload_key_id,
+            self.payload_key,
+            self.payload_old_keys.items(),
+            control_queue=self.control_queue,
+        )
+
+    def queue_keys(self, queues: list[str]) -> dict[str, str]:
+        """The payload keys a worker of ``queues`` is given: those queues' keys, nothing else."""
+        masters = {kid: decode_key(value) for kid, value in self.payload_old_keys.items()}
+        masters[self.payload_key_id] = decode_key(self.payload_key)
+        return MasterKeyring(self.payload_key_id, masters).derived(queue_purpose(q) for q in queues)
 
     def require_secrets(self, *names: str) -> None:
         """Refuse to start without the secrets ``names`` (all by default), or with weak ones."""

@@ -90,6 +90,8 @@ class ConnectionTest(Base):
     queue: Mapped[str] = mapped_column(String(200))
     timeout: Mapped[int] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(500))
+    # The worker credential that claimed the test: only its workload token acts for the test.
+    credential: Mapped[str | None] = mapped_column(String(63))
     commit_on_success: Mapped[bool] = mapped_column(Boolean, default=False)
     conn_type: Mapped[str] = mapped_column(String(50))
     description: Mapped[str | None] = mapped_column(Text)
@@ -124,6 +126,20 @@ class Job(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class WorkerCredential(Base):
+    """A provisioned worker: the queues it serves and the hash of its credential (never the credential)."""
+
+    __tablename__ = "worker_credential"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    triggerer: Mapped[bool] = mapped_column(Boolean, default=False)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class TaskInstance(Base):
     """The minimal task instance a trigger resumes (Airflow's deferral fields, nothing more)."""
 
@@ -143,6 +159,10 @@ class TaskInstance(Base):
     next_kwargs: Mapped[str | None] = mapped_column(LongText)
     trigger_id: Mapped[str | None] = mapped_column(String(36), index=True)
     trigger_timeout: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the task's code may defer onto, as an administrator allowed it: trigger queues and the saved
+    # connections its trigger's kwargs may name.
+    allowed_queues: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_connections: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -165,6 +185,8 @@ class Trigger(Base):
     event_payload: Mapped[str | None] = mapped_column(LongText)  # the worker's envelope, stored as is
     failure: Mapped[str | None] = mapped_column(LongText)
     triggerer: Mapped[str | None] = mapped_column(String(500))
+    # The worker credential that claimed the trigger last: only its workload token acts for it.
+    credential: Mapped[str | None] = mapped_column(String(63))
     job_id: Mapped[str | None] = mapped_column(String(36))
     # Log lines received in all, kept or not: past the per-trigger cap the oldest are deleted.
     log_lines: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -19,10 +19,9 @@ from airlock.connection import (
 )
 from airlock.execution import CLASSPATH_PATTERN, METHOD_NAME_PATTERN, TriggerKwargs
 from airlock.states import ConnectionTestState, TriggerState
-from airlock.validation import Text, TimeoutSeconds, check_next_kwargs
+from airlock.validation import QUEUE_PATTERN, WORKER_NAME_PATTERN, Text, TimeoutSeconds, check_next_kwargs
 
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
-QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$"
 # "test" would shadow /connections/test.
 RESERVED_CONNECTION_IDS = frozenset({"test"})
 STRICT = ConfigDict(extra="forbid")
@@ -232,6 +231,14 @@ class TaskInstanceCreate(StrictModel):
     task_id: Text = Field(min_length=1, max_length=250)
     map_index: int = Field(-1, ge=-1, le=MAX_DB_INT)
     defer: TaskInstanceDeferral | None = None
+    # What the task's code may defer onto through the Execution API (an administrator's defer is not
+    # bound by them): trigger queues, and saved connections its trigger's kwargs may name.
+    allowed_queues: list[Annotated[str, Field(pattern=QUEUE_PATTERN)]] = Field(
+        default_factory=list, max_length=100
+    )
+    allowed_connections: list[Annotated[str, Field(pattern=CONNECTION_ID_PATTERN)]] = Field(
+        default_factory=list, max_length=100
+    )
 
 
 class TaskInstanceResponse(BaseModel):
@@ -245,9 +252,44 @@ class TaskInstanceResponse(BaseModel):
     next_kwargs: str | None = Field(description="JSON text; the event payload sits in it undecoded")
     trigger_id: str | None
     trigger_timeout: datetime | None
+    allowed_queues: list[str]
+    allowed_connections: list[str]
 
 
 class TaskInstanceCreated(TaskInstanceResponse):
     execution_token: str = Field(
         description="for a task runner: the Execution API token of this task instance"
     )
+
+
+class WorkerCreate(StrictModel):
+    """Provision a worker for some queues: it gets its own credential and those queues' payload keys."""
+
+    name: str = Field(pattern=WORKER_NAME_PATTERN, description="lowercase letters, digits and '-'")
+    queues: list[Annotated[str, Field(pattern=QUEUE_PATTERN)]] = Field(min_length=1, max_length=100)
+    triggerer: bool = Field(False, description="runs triggers instead of connection tests")
+    expires_in_days: float = Field(365, gt=0, le=3650)
+
+
+class WorkerResponse(BaseModel):
+    name: str
+    queues: list[str]
+    triggerer: bool
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+class WorkerCreated(BaseModel):
+    name: str
+    queues: list[str]
+    triggerer: bool
+    expires_at: datetime
+    env: dict[str, str] = Field(
+        description="everything the worker's host needs (AIRLOCK_* variables), its credential included; "
+        "shown this once"
+    )
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerResponse]

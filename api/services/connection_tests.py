@@ -16,10 +16,10 @@ from airlock.states import ACTIVE_TEST_STATES, ConnectionTestState
 from airlock.workloads import ConnectionTestOutcome
 from api.core.config import Settings
 from api.core.crypto import SecretBox
-from api.db.models import ConnectionTest, utcnow
+from api.db.models import ConnectionTest, WorkerCredential, utcnow
 from api.public.datamodels import ConnectionTestRequest
 from api.services import connections, jobs
-from api.services.errors import Conflict, NotFound, TooManyRequests, Unprocessable
+from api.services.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
 
 S = ConnectionTestState
 
@@ -173,6 +173,26 @@ async def mark_running(session: AsyncSession, test_id: str, worker: str | None) 
     test.state = S.RUNNING
     test.worker = worker
     test.started_at = test.started_at or utcnow()
+
+
+async def claim(session: AsyncSession, test_id: str, holder: WorkerCredential, worker: str) -> ConnectionTest:
+    """A worker takes a dispatched test with its own credential: only a connection-test worker of the
+    test's queue may, and the claim records which credential holds it (a second dispatch attempt,
+    after the first worker died, moves it)."""
+    test = await get(session, test_id, lock=True)
+    if holder.triggerer:
+        raise Forbidden("a triggerer's credential does not run connection tests")
+    if test.queue not in holder.queues:
+        raise Forbidden(f"connection test {test_id} is on a queue this worker's credential does not cover")
+    if S(test.state).is_terminal:
+        raise Conflict(f"connection test {test_id} already ended ({test.state})")
+    if test.state != S.QUEUED and test.state != S.RUNNING:
+        raise Conflict(f"connection test {test_id} has not been dispatched ({test.state})")
+    test.state = S.RUNNING
+    test.worker = worker
+    test.credential = holder.name
+    test.started_at = test.started_at or utcnow()
+    return test
 
 
 async def finish(session: AsyncSession, box: SecretBox, test_id: str, outcome: ConnectionTestOutcome) -> bool:

@@ -11,7 +11,7 @@ from airlock.states import TaskInstanceState
 from api.core.crypto import SecretBox
 from api.db.models import TaskInstance, Trigger
 from api.services import triggers
-from api.services.errors import Conflict, NotFound
+from api.services.errors import Conflict, Forbidden, NotFound
 
 
 async def get(session: AsyncSession, ti_id: str, *, lock: bool = False) -> TaskInstance:
@@ -22,7 +22,14 @@ async def get(session: AsyncSession, ti_id: str, *, lock: bool = False) -> TaskI
 
 
 async def create(
-    session: AsyncSession, *, dag_id: str, run_id: str, task_id: str, map_index: int
+    session: AsyncSession,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int,
+    allowed_queues: list[str],
+    allowed_connections: list[str],
 ) -> TaskInstance:
     ti = TaskInstance(
         id=str(uuid.uuid4()),
@@ -31,6 +38,8 @@ async def create(
         task_id=task_id,
         map_index=map_index,
         state=TaskInstanceState.RUNNING,
+        allowed_queues=sorted(set(allowed_queues)),
+        allowed_connections=sorted(set(allowed_connections)),
     )
     try:
         async with session.begin_nested():
@@ -38,6 +47,16 @@ async def create(
     except IntegrityError:
         raise Conflict(f"task instance {dag_id}/{run_id}/{task_id}[{map_index}] already exists") from None
     return ti
+
+
+def check_allowed(ti: TaskInstance, queue: str, kwargs: dict[str, Any]) -> None:
+    """Task code defers only onto what an administrator allowed this task instance: its trigger's
+    queue, and the saved connections its kwargs name (which the trigger's token may then read)."""
+    if queue not in ti.allowed_queues:
+        raise Forbidden(f"task instance {ti.id} may not defer onto queue {queue!r}")
+    outside = sorted(triggers.named_connections(kwargs) - set(ti.allowed_connections))
+    if outside:
+        raise Forbidden(f"task instance {ti.id} may not name connection(s) {', '.join(outside)}")
 
 
 async def defer(
@@ -52,9 +71,13 @@ async def defer(
     next_kwargs: dict[str, Any] | None,
     trigger_timeout: datetime | None,
     max_active_triggers: int,
+    by_task: bool,
 ) -> Trigger:
-    """A running task defers: it waits on a new trigger and resumes in ``next_method``."""
+    """A running task defers: it waits on a new trigger and resumes in ``next_method``. ``by_task``:
+    the task's own code asks (the Execution API), within what it was allowed; else an administrator."""
     ti = await get(session, ti_id, lock=True)
+    if by_task:
+        check_allowed(ti, queue, kwargs)
     if ti.state != TaskInstanceState.RUNNING:
         raise Conflict(f"task instance {ti_id} is {ti.state}; only a running task can defer")
     trigger = await triggers.create(

@@ -19,8 +19,8 @@ from airlock.protocol import EVENT_KWARG, FAIL_METHOD
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
 from airlock.timers import due_moment
 from api.core.crypto import SecretBox
-from api.db.models import TaskInstance, Trigger, TriggerLog, utcnow
-from api.services.errors import Conflict, NotFound, TooManyRequests, Unprocessable
+from api.db.models import TaskInstance, Trigger, TriggerLog, WorkerCredential, utcnow
+from api.services.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
 
 ACTIVE_TRIGGER_STATES = (TriggerState.SCHEDULED.value, TriggerState.RUNNING.value)
 MAX_FAILURE_CHARS = MAX_ERROR_CHARS + 1 + MAX_TRACEBACK_CHARS
@@ -88,6 +88,11 @@ async def create(
     return trigger
 
 
+def check_queue(queue: str, control_queue: str) -> None:
+    if queue == control_queue:
+        raise Unprocessable(f"{queue!r} is the API's own control queue: triggers cannot run there")
+
+
 def check_classpath(classpath: str) -> None:
     """Refuse a classpath in Airlock's own trigger namespace that names none of its triggers (a typo
     would otherwise wait for a triggerer to refuse it). Classpaths elsewhere belong to the triggerers'
@@ -117,17 +122,28 @@ async def mark_running(session: AsyncSession, trigger_id: str) -> bool:
 
 
 async def claim(
-    session: AsyncSession, trigger_id: str, *, job_id: str | None, triggerer: str | None
+    session: AsyncSession, trigger_id: str, holder: WorkerCredential, *, job_id: str | None, triggerer: str
 ) -> Trigger:
-    """A triggerer fetched the workload: note who runs it (a retry on another triggerer overwrites it)."""
+    """A triggerer takes the trigger with its own credential: only a triggerer of the trigger's queue
+    may. Who runs it is noted (a retry on another triggerer moves it there)."""
     trigger = await get(session, trigger_id, lock=True)
+    if not holder.triggerer:
+        raise Forbidden("only a triggerer's credential runs triggers")
+    if trigger.queue not in holder.queues:
+        raise Forbidden(f"trigger {trigger_id} is on a queue this worker's credential does not cover")
     if TriggerState(trigger.state).is_terminal:
         raise Conflict(f"trigger {trigger_id} already ended ({trigger.state})")
     trigger.state = TriggerState.RUNNING
     trigger.job_id = job_id
     trigger.triggerer = triggerer
+    trigger.credential = holder.name
     trigger.started_at = trigger.started_at or utcnow()
     return trigger
+
+
+def check_active(trigger: Trigger) -> None:
+    if TriggerState(trigger.state).is_terminal:
+        raise Conflict(f"trigger {trigger.id} has ended ({trigger.state})")
 
 
 async def record_event(session: AsyncSession, trigger_id: str, *, event_type: str, payload: str) -> bool:

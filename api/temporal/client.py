@@ -32,8 +32,9 @@ from airlock.summaries import (
     trigger_details,
     trigger_summary,
 )
-from airlock.workloads import ConnectionTestInput, SlotRequest, SlotsState, TriggerInput
+from airlock.workloads import ConnectionTestInput, SlotRelease, SlotRequest, SlotsState, TriggerInput
 from api.core.config import Settings
+from api.core.security import workflow_grant
 from api.db.models import ConnectionTest, Trigger
 from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
 from workflows.slots import ConnectionTestSlotsWorkflow
@@ -67,10 +68,7 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 def workflow_input(settings: Settings, test: ConnectionTest) -> ConnectionTestInput:
     return ConnectionTestInput(
         test_id=test.id,
-        queue=test.queue,
-        timeout=test.timeout,
-        dispatch_timeout=settings.connection_test_dispatch_timeout,
-        heartbeat_timeout=settings.connection_test_heartbeat_timeout,
+        grant=workflow_grant(settings, connection_test_workflow_id(test.id)),
         record_timeout=settings.reaper_grace + settings.connection_test_timeout,
         slots_workflow_id=slots_workflow_id(settings.control_queue),
     )
@@ -147,8 +145,12 @@ async def start_connection_test(
 
 
 async def release_slot(client: Client, settings: Settings, workflow_id: str) -> None:
+    """Free the slot of a test whose workflow ended without freeing it (the reaper's case)."""
     handle = client.get_workflow_handle(slots_workflow_id(settings.control_queue))
-    await handle.signal(RELEASE_SIGNAL, workflow_id)
+    state = await handle.query(ConnectionTestSlotsWorkflow.state)
+    lease = state.leases.get(workflow_id)
+    if lease is not None or workflow_id in state.waiting:
+        await handle.signal(RELEASE_SIGNAL, SlotRelease(workflow_id, lease or ""))
 
 
 async def start_trigger(
@@ -157,10 +159,9 @@ async def start_trigger(
     """Start the trigger's workflow; its summary names the classpath and queue, never its kwargs."""
     inp = TriggerInput(
         trigger_id=trigger.id,
-        queue=trigger.queue,
+        grant=workflow_grant(settings, trigger_workflow_id(trigger.id)),
         fire_at=fire_at.isoformat() if fire_at else None,
         timeout_at=trigger.timeout_at.isoformat() if trigger.timeout_at else None,
-        heartbeat_timeout=settings.trigger_heartbeat_timeout,
     )
     await client.start_workflow(
         TriggerWorkflow.run,

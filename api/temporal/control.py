@@ -3,6 +3,7 @@ write to the metadata database, so that the database never leaves the API proces
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 import structlog
@@ -14,28 +15,58 @@ from temporalio.worker import Worker
 
 from airlock.logging import bind_work
 from airlock.protocol import (
+    CONTROL_REFUSED_ERROR,
     DISPATCH_TRIGGER_ACTIVITY,
     END_TRIGGER_ACTIVITY,
     EVENT,
     MARK_QUEUED_ACTIVITY,
     RECORD_RESULT_ACTIVITY,
     RECORD_TIMER_FIRED_ACTIVITY,
+    SLOT_CAPACITY_ACTIVITY,
+    connection_test_workflow_id,
+    trigger_workflow_id,
 )
 from airlock.serde import serialize
 from airlock.states import TriggerState
 from airlock.summaries import shorten
-from airlock.workloads import ConnectionTestRecord, DispatchTicket, TriggerEnd
+from airlock.workloads import ConnectionTestRecord, ControlCall, DispatchPlan, TriggerEnd, TriggerPlan
 from api.core.config import Settings
 from api.core.crypto import SecretBox
-from api.core.security import mint_trigger_token, mint_workload_token
+from api.core.security import workflow_grant
 from api.db.models import utcnow
 from api.services import connection_tests, triggers
 from api.services.errors import Conflict
-from workflows.connection_test import DISPATCH_ATTEMPTS, START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
+from workflows.connection_test import ConnectionTestWorkflow
 from workflows.slots import ConnectionTestSlotsWorkflow
 from workflows.trigger import TriggerWorkflow
 
 log = structlog.get_logger(__name__)
+
+# Temporal's names of the two workflows whose rows control activities write (their class names).
+CONNECTION_TEST_WORKFLOW = ConnectionTestWorkflow.__name__
+TRIGGER_WORKFLOW = TriggerWorkflow.__name__
+
+
+def check_caller(settings: Settings, workflow_id: str, workflow_type: str, grant: str) -> None:
+    """A control activity acts only for the workflow the API started for that row: its id and type
+    come from Temporal, and its grant (a MAC over the id, sealed in its input) only the API can make."""
+    info = activity.info()
+    if (
+        info.workflow_id != workflow_id
+        or info.workflow_type != workflow_type
+        or not hmac.compare_digest(grant.encode(), workflow_grant(settings, workflow_id).encode())
+    ):
+        log.warning(
+            "refused a control call from a workflow that does not own the row",
+            caller=info.workflow_id,
+            caller_type=info.workflow_type,
+            row_workflow=workflow_id,
+        )
+        raise ApplicationError(
+            f"refused: workflow {info.workflow_id} ({info.workflow_type}) does not own {workflow_id}",
+            type=CONTROL_REFUSED_ERROR,
+            non_retryable=True,
+        )
 
 
 @dataclass
@@ -44,23 +75,30 @@ class ControlActivities:
     sessions: async_sessionmaker[AsyncSession]
     box: SecretBox
 
+    def _check(self, test_id: str, grant: str) -> None:
+        check_caller(self.settings, connection_test_workflow_id(test_id), CONNECTION_TEST_WORKFLOW, grant)
+
     @activity.defn(name=MARK_QUEUED_ACTIVITY)
-    async def mark_connection_test_queued(self, test_id: str) -> DispatchTicket:
+    async def mark_connection_test_queued(self, call: ControlCall) -> DispatchPlan:
+        self._check(call.row_id, call.grant)
         async with self.sessions.begin() as session:
-            test = await connection_tests.get(session, test_id)
-            bind_work(test_id=test_id, queue=test.queue, worker=test.worker)
-            if not await connection_tests.mark_queued(session, test_id):
+            test = await connection_tests.get(session, call.row_id)
+            bind_work(test_id=test.id, queue=test.queue, worker=test.worker)
+            if not await connection_tests.mark_queued(session, test.id):
                 log.info("connection test not dispatched: it ended already", state=test.state)
                 raise ApplicationError(f"test already ended ({test.state})", non_retryable=True)
-            timeout = test.timeout
-        log.info("connection test queued", timeout=timeout)
-        # The token outlives the test's last possible deadline only by a small margin.
-        attempt = self.settings.connection_test_dispatch_timeout + timeout + START_TO_CLOSE_MARGIN
-        ttl = DISPATCH_ATTEMPTS * attempt + 30
-        return DispatchTicket(token=mint_workload_token(self.settings, test_id, ttl))
+            plan = DispatchPlan(
+                queue=test.queue,
+                timeout=test.timeout,
+                dispatch_timeout=self.settings.connection_test_dispatch_timeout,
+                heartbeat_timeout=self.settings.connection_test_heartbeat_timeout,
+            )
+        log.info("connection test queued", timeout=plan.timeout)
+        return plan
 
     @activity.defn(name=RECORD_RESULT_ACTIVITY)
     async def record_connection_test_result(self, record: ConnectionTestRecord) -> bool:
+        self._check(record.test_id, record.grant)
         async with self.sessions.begin() as session:
             changed = await connection_tests.finish(session, self.box, record.test_id, record.outcome)
             test = await connection_tests.get(session, record.test_id)  # no query: the session has it
@@ -72,35 +110,48 @@ class ControlActivities:
             log.info("connection test ended already; outcome not recorded", outcome=outcome, state=test.state)
         return changed
 
+    @activity.defn(name=SLOT_CAPACITY_ACTIVITY)
+    async def slot_capacity(self) -> int:
+        return self.settings.max_connection_test_concurrency
+
 
 @dataclass
 class TriggerControlActivities:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
+    box: SecretBox
+
+    def _check(self, trigger_id: str, grant: str) -> None:
+        check_caller(self.settings, trigger_workflow_id(trigger_id), TRIGGER_WORKFLOW, grant)
 
     @activity.defn(name=DISPATCH_TRIGGER_ACTIVITY)
-    async def dispatch_trigger(self, trigger_id: str, ttl_seconds: float) -> str | None:
-        """The token a triggerer runs this trigger with; it expires soon after the trigger's deadline.
-
-        None when the trigger has ended already: its workflow is a rerun (reset in Temporal)."""
+    async def dispatch_trigger(self, call: ControlCall) -> TriggerPlan | None:
+        """Where the trigger runs. None when it has ended already: its workflow is a rerun (reset)."""
+        self._check(call.row_id, call.grant)
         async with self.sessions() as session:
-            trigger = await triggers.get(session, trigger_id)
-            bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=trigger.triggerer)
+            trigger = await triggers.get(session, call.row_id)
+            bind_work(trigger_id=trigger.id, queue=trigger.queue, worker=trigger.triggerer)
             if TriggerState(trigger.state).is_terminal:
                 log.info("trigger not dispatched: it ended already", state=trigger.state)
                 return None
         log.info("trigger dispatched to its queue", classpath=trigger.classpath)
-        return mint_trigger_token(self.settings, trigger_id, ttl_seconds + 3600)
+        return TriggerPlan(queue=trigger.queue, heartbeat_timeout=self.settings.trigger_heartbeat_timeout)
 
     @activity.defn(name=RECORD_TIMER_FIRED_ACTIVITY)
-    async def record_timer_fired(self, trigger_id: str) -> bool:
+    async def record_timer_fired(self, call: ControlCall) -> bool:
+        self._check(call.row_id, call.grant)
         payload = serialize({"moment": utcnow()})
         async with self.sessions.begin() as session:
-            trigger = await triggers.get(session, trigger_id)
+            trigger = await triggers.get(session, call.row_id)
             # A timer: no worker holds it.
-            bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=None)
+            bind_work(trigger_id=trigger.id, queue=trigger.queue, worker=None)
+            kwargs = triggers.kwargs_of(trigger, self.box)
+            due = triggers.fire_at(trigger.classpath, kwargs, trigger.created_at)
+            if due is None or due > utcnow():
+                # The moment comes from the row, not from whoever says the timer fired.
+                raise ApplicationError(f"trigger {trigger.id} is not a timer due now", non_retryable=True)
             try:
-                changed = await triggers.record_event(session, trigger_id, event_type=EVENT, payload=payload)
+                changed = await triggers.record_event(session, trigger.id, event_type=EVENT, payload=payload)
             except Conflict:
                 log.info("timer fired after the trigger ended: nothing to resume")
                 return False
@@ -109,6 +160,7 @@ class TriggerControlActivities:
 
     @activity.defn(name=END_TRIGGER_ACTIVITY)
     async def end_trigger(self, end: TriggerEnd) -> bool:
+        self._check(end.trigger_id, end.grant)
         async with self.sessions.begin() as session:
             changed = await triggers.end(
                 session, end.trigger_id, state=TriggerState(end.state), reason=end.reason
@@ -133,6 +185,7 @@ def control_worker(
         activities=[
             activities.mark_connection_test_queued,
             activities.record_connection_test_result,
+            activities.slot_capacity,
             trigger_activities.dispatch_trigger,
             trigger_activities.record_timer_fired,
             trigger_activities.end_trigger,

@@ -36,9 +36,9 @@ async def test_killed_triggerer_loses_no_trigger_and_duplicates_no_event(
 ) -> None:
     stack: Stack = await make_stack()
     queue = unique("trig")
-    victim = stack.start_worker(queue, name="t1", AIRLOCK_TRIGGERER="true")
+    victim = await stack.start_worker(queue, name="t1", AIRLOCK_TRIGGERER="true")
     await stack.wait_worker(queue)
-    stack.start_worker(queue, name="t2", AIRLOCK_TRIGGERER="true")
+    await stack.start_worker(queue, name="t2", AIRLOCK_TRIGGERER="true")
     paths = [tmp_path / f"flag-{n}" for n in range(TRIGGERS)]
     async with stack.client() as client:
         gate = asyncio.Semaphore(16)

@@ -54,7 +54,7 @@ async def _kill_round(
     stack: Stack, client: httpx.AsyncClient, target: SlowTarget, standby: bool, timeout: int, bound: float
 ) -> list[float]:
     queue = unique("kill")
-    victims = [stack.start_worker(queue, name=f"victim-{n}") for n in range(VICTIMS)]
+    victims = [await stack.start_worker(queue, name=f"victim-{n}") for n in range(VICTIMS)]
     await _registered(client, queue, VICTIMS)
     ids = []
     arrived = target.arrivals
@@ -67,7 +67,7 @@ async def _kill_round(
     # Killed while the drivers run: every one has reached the target.
     await target.wait_arrivals(arrived + TESTS_PER_ROUND)
     if standby:
-        stack.start_worker(queue, name="standby")
+        await stack.start_worker(queue, name="standby")
         await _registered(client, queue, VICTIMS + 1)
     orphans = set().union(*(descendants(v.pid) for v in victims))
     assert orphans, "each worker has a fork server and driver children"

@@ -142,7 +142,7 @@ async def test_schemathesis_finds_no_5xx_and_no_schema_violation(seeded_stack, d
         default_queue=queue, connection_test_timeout=2, max_connection_test_timeout=5
     )
     stack = seeded.stack
-    stack.start_worker(queue, name="fuzz")
+    await stack.start_worker(queue, name="fuzz")
     await stack.wait_worker(queue)
     admin = {"Authorization": f"Bearer {stack.secrets.admin_token}"}
     documents: list[tuple[str, str, str, HeadersFor]] = [

@@ -8,7 +8,7 @@ from airlock.execution import Deferred, TaskInstanceDefer
 from api.db.models import utcnow
 from api.deps import RuntimeDep
 from api.execution.security import TaskInstanceTokenDep
-from api.services import task_instances
+from api.services import task_instances, triggers
 from api.temporal.launch import launch_trigger
 
 router = VersionedAPIRouter(prefix="/task-instances", tags=["task instances"])
@@ -18,7 +18,8 @@ router = VersionedAPIRouter(prefix="/task-instances", tags=["task instances"])
     "/{task_instance_id}/state",
     responses={
         401: {"description": "missing, expired or forged token"},
-        403: {"description": "token of another task instance or kind"},
+        403: {"description": "token of another task instance or kind; a queue or connection not allowed"},
+        422: {"description": "invalid, or the control queue"},
         404: {"description": "no such task instance"},
         409: {"description": "the task instance is not running"},
     },
@@ -28,6 +29,8 @@ async def defer(
 ) -> Deferred:
     """A running task defers: a trigger is created and the task resumes in ``next_method`` when it fires."""
     timeout_at = utcnow() + timedelta(seconds=body.trigger_timeout) if body.trigger_timeout else None
+    queue = body.trigger.queue or runtime.settings.default_trigger_queue
+    triggers.check_queue(queue, runtime.settings.control_queue)
     async with runtime.sessions.begin() as session:
         trigger = await task_instances.defer(
             session,
@@ -35,11 +38,12 @@ async def defer(
             task_instance_id,
             classpath=body.trigger.classpath,
             kwargs=body.trigger.kwargs,
-            queue=body.trigger.queue or runtime.settings.default_trigger_queue,
+            queue=queue,
             next_method=body.next_method,
             next_kwargs=body.next_kwargs,
             trigger_timeout=timeout_at,
             max_active_triggers=runtime.settings.max_active_triggers_per_queue,
+            by_task=True,
         )
     await launch_trigger(runtime, trigger)
     return Deferred(trigger_id=trigger.id)

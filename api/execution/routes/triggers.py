@@ -18,9 +18,12 @@ from airlock.execution import (
 from airlock.logging import bind_work
 from airlock.states import TriggerState
 from airlock.summaries import shorten
+from api.core.security import Principal, mint_trigger_token
+from api.db.models import Trigger, utcnow
 from api.deps import RuntimeDep, SessionDep
-from api.execution.security import TriggerTokenDep
+from api.execution.security import TriggerTokenDep, WorkerDep, check_holder
 from api.services import connections, triggers
+from workflows.trigger import NO_TIMEOUT_LIMIT
 
 log = structlog.get_logger(__name__)
 router = VersionedAPIRouter(prefix="/triggers", tags=["triggers"])
@@ -32,16 +35,26 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/{trigger_id}/workload", responses={**_RESPONSES, 409: {"description": "trigger ended"}})
+@router.post(
+    "/{trigger_id}/workload",
+    responses={
+        **_RESPONSES,
+        403: {"description": "not a triggerer of the trigger's queue"},
+        409: {"description": "trigger ended"},
+    },
+)
 async def claim_workload(
-    trigger_id: str, body: TriggerClaim, _: TriggerTokenDep, session: SessionDep, runtime: RuntimeDep
+    trigger_id: str, body: TriggerClaim, worker: WorkerDep, session: SessionDep, runtime: RuntimeDep
 ) -> TriggerWorkload:
-    """A triggerer takes the trigger (again, after another triggerer died): classpath, kwargs, deadline."""
-    bind_work(trigger_id=trigger_id, queue=None, worker=body.triggerer)  # a refused claim names it too
-    trigger = await triggers.claim(session, trigger_id, job_id=body.job_id, triggerer=body.triggerer)
-    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=body.triggerer)
+    """A triggerer takes the trigger (again, after another triggerer died) with its own credential:
+    classpath, kwargs, deadline, and a token for this trigger that dies when the trigger ends."""
+    identity = body.triggerer or worker.name
+    bind_work(trigger_id=trigger_id, queue=None, worker=identity)  # a refused claim names it too
+    trigger = await triggers.claim(session, trigger_id, worker, job_id=body.job_id, triggerer=identity)
+    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=identity)
     log.info("trigger claimed", classpath=trigger.classpath, job_id=body.job_id)
     return TriggerWorkload(
+        token=mint_trigger_token(runtime.settings, trigger.id, worker.name, _token_ttl(trigger)),
         trigger_id=trigger.id,
         classpath=trigger.classpath,
         kwargs=triggers.kwargs_of(trigger, runtime.box),
@@ -55,10 +68,11 @@ async def claim_workload(
     responses={**_RESPONSES, 409: {"description": "trigger ended otherwise"}},
 )
 async def post_event(
-    trigger_id: str, body: TriggerEventBody, _: TriggerTokenDep, session: SessionDep
+    trigger_id: str, body: TriggerEventBody, principal: TriggerTokenDep, session: SessionDep
 ) -> None:
     """The trigger fired. Idempotent: a repeated event (a retried triggerer) changes nothing."""
     bind_work(trigger_id=trigger_id, queue=None, worker=None)  # a refused event names it too
+    await _held(session, trigger_id, principal)
     event_type, payload = body.event_type, body.payload
     applied = await triggers.record_event(session, trigger_id, event_type=event_type, payload=payload)
     await _bind(session, trigger_id)
@@ -67,10 +81,11 @@ async def post_event(
 
 @router.post("/{trigger_id}/failure", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
 async def post_failure(
-    trigger_id: str, body: TriggerFailureBody, _: TriggerTokenDep, session: SessionDep
+    trigger_id: str, body: TriggerFailureBody, principal: TriggerTokenDep, session: SessionDep
 ) -> None:
     """The trigger raised: it fails, and its task instance resumes in ``__fail__`` with the error."""
     bind_work(trigger_id=trigger_id, queue=None, worker=None)  # a refused report names it too
+    await _held(session, trigger_id, principal)
     changed = await triggers.end(
         session, trigger_id, state=TriggerState.FAILED, reason=body.error, traceback=body.traceback or ""
     )
@@ -80,8 +95,13 @@ async def post_failure(
 
 @router.post("/{trigger_id}/logs", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
 async def post_logs(
-    trigger_id: str, body: TriggerLogBatch, _: TriggerTokenDep, session: SessionDep, runtime: RuntimeDep
+    trigger_id: str,
+    body: TriggerLogBatch,
+    principal: TriggerTokenDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> None:
+    triggers.check_active(await _held(session, trigger_id, principal))
     await triggers.add_logs(
         session,
         trigger_id,
@@ -95,17 +115,35 @@ async def post_logs(
 
 @router.get("/{trigger_id}/connections/{connection_id}", responses=_RESPONSES)
 async def get_connection(
-    trigger_id: str, connection_id: str, _: TriggerTokenDep, session: SessionDep, runtime: RuntimeDep
+    trigger_id: str,
+    connection_id: str,
+    principal: TriggerTokenDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> ConnectionFields:
     """A saved connection the trigger names in its kwargs (``conn_id``, ``*_conn_id``): a SQL trigger's
-    database, say. Any other connection is out of this trigger's reach."""
-    trigger = await triggers.get(session, trigger_id)
-    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=trigger.triggerer)
+    database, say, while the trigger runs. Any other connection is out of this trigger's reach."""
+    trigger = await _held(session, trigger_id, principal)
+    triggers.check_active(trigger)
     if connection_id not in triggers.named_connections(triggers.kwargs_of(trigger, runtime.box)):
         log.warning("refused: the trigger's kwargs do not name that connection", connection_id=connection_id)
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this trigger's kwargs do not name that connection")
     log.info("trigger read a connection", connection_id=connection_id)
     return connections.fields_of(await connections.get(session, connection_id), runtime.box)
+
+
+async def _held(session: AsyncSession, trigger_id: str, principal: Principal) -> Trigger:
+    trigger = await triggers.get(session, trigger_id)
+    bind_work(trigger_id=trigger_id, queue=trigger.queue, worker=trigger.triggerer)
+    check_holder(principal, trigger.credential, f"trigger {trigger_id}")
+    return trigger
+
+
+def _token_ttl(trigger: Trigger) -> float:
+    # The token dies with the trigger anyway; expiry bounds a token that leaks from a live one.
+    if trigger.timeout_at is None:
+        return NO_TIMEOUT_LIMIT.total_seconds()
+    return max(0.0, (trigger.timeout_at - utcnow()).total_seconds()) + 300
 
 
 async def _bind(session: AsyncSession, trigger_id: str, worker: str | None = None) -> None:

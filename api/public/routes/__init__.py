@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Depends
 
-from api.public.routes import connection_tests, connections, jobs, task_instances, triggers
+from api.public.routes import connection_tests, connections, jobs, task_instances, triggers, workers
 from api.public.security import require_admin
 
 router = APIRouter(
@@ -14,3 +14,4 @@ router.include_router(connections.router)
 router.include_router(jobs.router)
 router.include_router(triggers.router)
 router.include_router(task_instances.router)
+router.include_router(workers.router)

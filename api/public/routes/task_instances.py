@@ -31,24 +31,33 @@ def to_response(ti: TaskInstance) -> TaskInstanceResponse:
 async def create_task_instance(body: TaskInstanceCreate, runtime: RuntimeDep) -> TaskInstanceCreated:
     async with runtime.sessions.begin() as session:
         ti = await task_instances.create(
-            session, dag_id=body.dag_id, run_id=body.run_id, task_id=body.task_id, map_index=body.map_index
+            session,
+            dag_id=body.dag_id,
+            run_id=body.run_id,
+            task_id=body.task_id,
+            map_index=body.map_index,
+            allowed_queues=body.allowed_queues,
+            allowed_connections=body.allowed_connections,
         )
         trigger = None
         if body.defer is not None:
             d = body.defer
+            queue = d.queue or runtime.settings.default_trigger_queue
+            triggers.check_queue(queue, runtime.settings.control_queue)
             trigger = await task_instances.defer(
                 session,
                 runtime.box,
                 ti.id,
                 classpath=d.classpath,
                 kwargs=d.kwargs,
-                queue=d.queue or runtime.settings.default_trigger_queue,
+                queue=queue,
                 next_method=d.next_method,
                 next_kwargs=d.next_kwargs,
                 trigger_timeout=utcnow() + timedelta(seconds=d.trigger_timeout)
                 if d.trigger_timeout
                 else None,
                 max_active_triggers=runtime.settings.max_active_triggers_per_queue,
+                by_task=False,
             )
     if trigger is not None:
         await launch_trigger(runtime, trigger)

@@ -37,13 +37,15 @@ def to_response(trigger: Trigger) -> TriggerResponse:
 )
 async def create_trigger(body: TriggerCreate, runtime: RuntimeDep) -> TriggerResponse:
     """A standalone trigger. Its kwargs are encrypted at rest; the API never imports its classpath."""
+    queue = body.queue or runtime.settings.default_trigger_queue
+    triggers.check_queue(queue, runtime.settings.control_queue)
     async with runtime.sessions.begin() as session:
         trigger = await triggers.create(
             session,
             runtime.box,
             classpath=body.classpath,
             kwargs=body.kwargs,
-            queue=body.queue or runtime.settings.default_trigger_queue,
+            queue=queue,
             timeout=body.timeout,
             max_active=runtime.settings.max_active_triggers_per_queue,
         )

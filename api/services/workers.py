@@ -1,0 +1,100 @@
+"""Provisioned workers: a credential bound to queues, shown once and stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from airlock.execution import WORKER_CREDENTIAL_PREFIX
+from api.db.models import Job, WorkerCredential, utcnow
+from api.services import jobs
+from api.services.errors import Conflict, NotFound
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    worker: WorkerCredential
+    credential: str
+
+
+def _hash(secret: str) -> str:
+    # The secret is 256 random bits: a plain digest is as strong as a slow hash would be.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_credential(token: str) -> tuple[str, str] | None:
+    """``aw1.<name>.<secret>`` -> (name, secret); None for anything else (a JWT, say)."""
+    if not token.startswith(WORKER_CREDENTIAL_PREFIX):
+        return None
+    name, sep, secret = token.removeprefix(WORKER_CREDENTIAL_PREFIX).partition(".")
+    return (name, secret) if sep and name and secret else None
+
+
+async def provision(
+    session: AsyncSession, *, name: str, queues: list[str], triggerer: bool, expires_in_days: float
+) -> Provisioned:
+    """A worker's row and its credential; the row keeps only the credential's hash."""
+    secret = secrets.token_urlsafe(32)
+    worker = WorkerCredential(
+        name=name,
+        queues=sorted(set(queues)),
+        triggerer=triggerer,
+        secret_hash=_hash(secret),
+        expires_at=utcnow() + timedelta(days=expires_in_days),
+    )
+    session.add(worker)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(f"a worker named {name!r} exists already") from None
+    return Provisioned(worker, f"{WORKER_CREDENTIAL_PREFIX}{name}.{secret}")
+
+
+async def list_(session: AsyncSession) -> list[WorkerCredential]:
+    return list(await session.scalars(select(WorkerCredential).order_by(WorkerCredential.name)))
+
+
+async def revoke(session: AsyncSession, name: str) -> WorkerCredential:
+    """Revoked at once: its next call is refused, its jobs end, its workload tokens die. The row stays
+    (without a usable hash) so that the name is not handed out again by mistake."""
+    worker = await session.get(WorkerCredential, name, with_for_update=True)
+    if worker is None:
+        raise NotFound(f"no worker named {name!r}")
+    now = utcnow()
+    if worker.revoked_at is None:
+        worker.revoked_at = now
+        worker.secret_hash = ""
+    await session.execute(
+        update(Job)
+        .where(Job.credential == name, Job.state == jobs.RUNNING)
+        .values(state=jobs.COMPLETED, ended_at=now)
+    )
+    return worker
+
+
+async def authenticate(session: AsyncSession, token: str) -> WorkerCredential | None:
+    """The worker a credential belongs to, if the credential is valid now."""
+    parts = split_credential(token)
+    if parts is None:
+        return None
+    name, secret = parts
+    worker = await session.get(WorkerCredential, name)
+    if worker is None or not is_valid(worker):
+        return None
+    return worker if hmac.compare_digest(worker.secret_hash, _hash(secret)) else None
+
+
+def is_valid(worker: WorkerCredential) -> bool:
+    return worker.revoked_at is None and bool(worker.secret_hash) and worker.expires_at > utcnow()
+
+
+async def active(session: AsyncSession, name: str) -> WorkerCredential | None:
+    worker = await session.get(WorkerCredential, name)
+    return worker if worker is not None and is_valid(worker) else None
