@@ -1,15 +1,18 @@
-"""The child-process runner: fresh process per call, killed with everything it spawned at the deadline,
-and no worker secret in its environment."""
+"""The child-process runner: fresh processes per call, all of them killed when the call ends (normally
+or at the deadline, even those that left the session), resource limits on the driver, and no worker
+secret in its environment."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from worker.isolation import ForkServer
+from worker.isolation import DriverLimits, ForkServer
 from worker.main import forget_secrets_in_environment
 
 
@@ -23,13 +26,30 @@ def forks() -> ForkServer:
     return server
 
 
+@pytest.fixture(scope="module")
+def tight() -> ForkServer:
+    """The same fork server, with small limits."""
+    return ForkServer(
+        preload=["tests.isolation_targets"],
+        limits=DriverLimits(memory_mb=256, open_files=64, cpu_seconds=1, max_processes=4),
+    )
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        # A zombie is dead for our purposes.
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    # A zombie is dead for our purposes.
-    return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+
+
+async def _gone(*pids: int) -> bool:
+    for _ in range(20):
+        if not any(map(_alive, pids)):
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def test_each_call_is_a_fresh_session_without_worker_secrets(forks: ForkServer) -> None:
@@ -37,7 +57,7 @@ async def test_each_call_is_a_fresh_session_without_worker_secrets(forks: ForkSe
     second = await forks.run("tests.isolation_targets:environment", {}, timeout=10)
     assert first.output and second.output
     assert first.output["pid"] != second.output["pid"] != os.getpid()
-    assert first.output["sid"] == first.output["pid"]  # its own session: killable as a group
+    assert first.output["sid"] != os.getsid(0)  # out of the worker's session
     assert not {"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEY"} & set(first.output["names"])
 
 
@@ -59,16 +79,82 @@ async def test_deadline_kills_the_child_and_what_it_spawned(forks: ForkServer, t
     assert result.timed_out and result.output is None
     assert ticks >= 5  # the activity kept heartbeating while it waited
     child, grandchild = map(int, pid_file.read_text().split())
-    for _ in range(50):
-        if not _alive(child) and not _alive(grandchild):
-            break
-        await asyncio.sleep(0.1)
-    assert not _alive(child) and not _alive(grandchild)
+    assert await _gone(child, grandchild)
 
 
 async def test_a_crashing_child_gives_no_output(forks: ForkServer) -> None:
     result = await forks.run("tests.isolation_targets:crash", {}, timeout=10)
     assert not result.timed_out and result.output is None and result.exitcode == 3
+    assert result.error == "the driver exited with status 3 without a result"
+
+
+async def test_a_grandchild_in_its_own_session_dies_when_the_driver_returns(
+    forks: ForkServer, tmp_path: Path
+) -> None:
+    result = await forks.run(
+        "tests.isolation_targets:setsid_grandchild", {"pid_file": str(tmp_path / "pid")}, timeout=10
+    )
+    assert result.output is not None, result.error
+    assert await _gone(result.output["grandchild"])
+
+
+async def test_a_grandchild_in_its_own_session_dies_at_the_deadline(
+    forks: ForkServer, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    result = await forks.run(
+        "tests.isolation_targets:setsid_grandchild", {"pid_file": str(pid_file), "hang": True}, timeout=1
+    )
+    assert result.timed_out
+    assert await _gone(int(pid_file.read_text()))
+
+
+async def test_a_double_forked_daemon_dies_when_the_driver_returns(forks: ForkServer) -> None:
+    result = await forks.run("tests.isolation_targets:daemon", {}, timeout=10)
+    assert result.output is not None, result.error
+    assert await _gone(result.output["daemon"])
+
+
+async def test_a_driver_that_allocates_without_bound_fails_and_the_next_one_runs(tight: ForkServer) -> None:
+    started = time.monotonic()
+    result = await tight.run("tests.isolation_targets:allocate_forever", {}, timeout=20)
+    assert not result.timed_out and result.output is None
+    assert result.error == "the driver ran out of memory (limit 256 MB)"
+    assert time.monotonic() - started < 10
+    after = await tight.run("tests.isolation_targets:environment", {}, timeout=10)
+    assert after.output is not None, after.error
+
+
+async def test_a_driver_opens_at_most_its_limit_of_files(tight: ForkServer) -> None:
+    result = await tight.run("tests.isolation_targets:open_files", {}, timeout=10)
+    assert result.output is not None, result.error
+    assert result.output["limit"] == [64, 64]
+    assert result.output["errno"] == errno.EMFILE and 50 < result.output["opened"] < 64
+
+
+async def test_a_driver_that_spins_is_stopped_by_its_cpu_limit(tight: ForkServer) -> None:
+    result = await tight.run("tests.isolation_targets:spin", {}, timeout=20)
+    assert not result.timed_out and result.error == "the driver used up its CPU time (1 s)"
+
+
+async def test_a_driver_that_forks_too_many_processes_is_killed_with_all_of_them(
+    tight: ForkServer, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pids"
+    request = {"count": 10, "pid_file": str(pid_file)}
+    result = await tight.run("tests.isolation_targets:fork_many", request, timeout=20)
+    assert not result.timed_out and result.error == "the driver ran more than 4 processes (killed)"
+    assert await _gone(*map(int, pid_file.read_text().split()))
+
+
+async def test_real_drivers_run_within_the_default_limits(forks: ForkServer, tmp_path: Path) -> None:
+    import sqlite3
+
+    database = tmp_path / "app.db"
+    sqlite3.connect(database).close()
+    request = {"fields": {"conn_type": "sqlite", "host": str(database)}, "timeout": 5}
+    result = await forks.run("activities.testers.child:run", request, timeout=10)
+    assert result.output is not None and result.output["ok"], result
 
 
 async def test_a_running_worker_shows_no_secret_in_its_proc_environ(make_stack) -> None:

@@ -56,3 +56,10 @@ class WorkerSettings(TemporalSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)
+
+    # Limits on each connection test's driver (worker/isolation.py): address space, open files and
+    # CPU time hold for each of its processes; the process count is of the driver and all it started.
+    driver_memory_mb: int = Field(default=1024, ge=64)
+    driver_max_open_files: int = Field(default=256, ge=16)
+    driver_cpu_seconds: int = Field(default=60, ge=1)
+    driver_max_processes: int = Field(default=32, ge=1)
