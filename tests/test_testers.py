@@ -269,10 +269,50 @@ def test_postgres_unknown_database(run: Run, pg: Server) -> None:
 
 
 def test_postgres_passes_libpq_options_from_extra(run: Run, pg: Server) -> None:
-    # "cursor" is an Airflow hook option libpq would reject: it must be left out, not passed on.
-    assert_ok(run(pg.fields("postgres", extra={"sslmode": "disable", "cursor": "dictcursor"})), "select 1 ok")
+    # "cursor" and "iam" are Airflow hook options libpq would reject: left out, not passed on. The
+    # connection's own fields win over the same keys in extra.
+    extra = {
+        "sslmode": "disable",
+        "application_name": "airlock-tester",
+        "connect_timeout": 1,
+        "dbname": "airlock_no_such_db",
+        "cursor": "dictcursor",
+        "iam": False,
+    }
+    assert_ok(run(pg.fields("postgres", extra=extra)), "select 1 ok")
     result = run(pg.fields("postgres", extra={"sslmode": "bogus"}))
     assert_failed(result, r'invalid sslmode value: "bogus"')
+    # sslrootcert names no file as "system" (the OS's CA store): passed on, to a server without TLS.
+    result = run(pg.fields("postgres", extra={"sslmode": "verify-full", "sslrootcert": "system"}))
+    assert_failed(result, "server does not support SSL")
+
+
+@pytest.mark.parametrize(
+    "option", ["sslkeylogfile", "sslkey", "sslcert", "sslrootcert", "sslcrl", "passfile"]
+)
+def test_postgres_extra_reads_and_writes_no_worker_file(
+    run: Run, pg: Server, tmp_path: Path, option: str
+) -> None:
+    # libpq 18 creates or appends to sslkeylogfile; the others read the file they name.
+    target = tmp_path / "worker-file"
+    result = run(pg.fields("postgres", extra={"sslmode": "prefer", option: str(target)}))
+    assert_failed(result, rf"^extra '{option}' (is not allowed|may only be system)")
+    assert str(target) not in result[1]
+    assert not target.exists()
+
+
+def test_postgres_extra_refuses_options_outside_the_allowlist(run: Run, pg: Server) -> None:
+    ok, message = run(pg.fields("postgres", extra={"options": "-c default_transaction_read_only=off"}))
+    assert ok is False
+    assert message.startswith("extra 'options' is not allowed for a PostgreSQL connection")
+    assert "sslmode" in message and "application_name" in message and "off" not in message
+    assert_failed(
+        run(pg.fields("postgres", extra={"hostaddr": "10.0.0.1"})), r"^extra 'hostaddr' is not allowed"
+    )
+    assert_failed(
+        run(pg.fields("postgres", extra={"sslmode": {"mode": "disable"}})),
+        r"^extra 'sslmode' must be a string or an integer, not dict$",
+    )
 
 
 # --- MariaDB --------------------------------------------------------------------------------
@@ -290,6 +330,12 @@ def test_mysql_user_with_right_password(run: Run, maria: Server, maria_user: str
 def test_mysql_wrong_password(run: Run, maria: Server, maria_user: str) -> None:
     result = run(maria.fields("mysql", login=maria_user, password=WRONG))
     assert_failed(result, rf"^authentication failed for user '{maria_user}'$")
+
+
+def test_mysql_extra_ssl_reads_no_worker_file(run: Run, maria: Server, tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    result = run(maria.fields("mysql", extra={"ssl": {"key": str(key), "ca": str(key), "cipher": "HIGH"}}))
+    assert_failed(result, r"^extra ssl keys not allowed for a MySQL connection: 'ca', 'key' ")
 
 
 def test_mysql_unknown_database(run: Run, maria: Server) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sqlite3
 import sys
@@ -29,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.triggers import TriggerNotAllowed, load_trigger_class
+from activities.triggers.file import first_match
 from activities.triggers.sql import is_truthy, json_friendly
 from airlock.connection import ConnectionFields
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, trigger_entry_points
@@ -41,6 +43,7 @@ from airlock.sdk import (
     TriggerContext,
     TriggerEvent,
 )
+from airlock.sdk.triggers import MIN_POLL_INTERVAL
 from airlock.serde import deserialize, serialize
 from airlock.timers import due_moment
 from airlock.triggers import (
@@ -54,7 +57,8 @@ from airlock.triggers import (
 )
 from tests import secret_scan, services
 
-FAST = 0.1
+# The shortest poll interval a PollingTrigger accepts.
+FAST = MIN_POLL_INTERVAL
 TEST_SERVER = str(Path(sys.executable).parent / "temporal-test-server")
 
 
@@ -140,6 +144,14 @@ async def test_polling_trigger_polls_until_an_event_then_ends() -> None:
 def test_poll_interval_must_be_positive_seconds(interval: Any) -> None:
     with pytest.raises(ValueError, match="poll_interval must be a positive number"):
         CountdownTrigger(after=1, poll_interval=interval)
+
+
+@pytest.mark.parametrize("interval", [0.19, 1e-6])
+def test_poll_interval_has_a_minimum(interval: float) -> None:
+    with pytest.raises(ValueError, match=rf"^poll_interval must be at least 0.2 s, not {interval!r}$"):
+        CountdownTrigger(after=1, poll_interval=interval)
+    with pytest.raises(ValueError, match="poll_interval must be at least"):
+        FileTrigger(filepath="/data/*.csv", poll_interval=interval)
 
 
 def test_context_is_required_before_run() -> None:
@@ -248,20 +260,40 @@ async def test_file_trigger_fires_when_a_matching_file_appears(tmp_path: Path) -
     event = await first_event(trigger)
     await writer
     assert time.monotonic() - started >= 0.3
-    assert event == TriggerEvent({"filepath": str(tmp_path / "b.csv"), "matches": [str(tmp_path / "b.csv")]})
+    assert event == TriggerEvent({"filepath": str(tmp_path / "b.csv")})
 
 
-async def test_file_trigger_takes_a_literal_path_and_reports_every_match(tmp_path: Path) -> None:
+async def test_file_trigger_takes_a_literal_path_and_names_one_match(tmp_path: Path) -> None:
     target = tmp_path / "ready"
     target.mkdir()
     event = await first_event(FileTrigger(filepath=str(target), poll_interval=FAST))
-    assert event.payload == {"filepath": str(target), "matches": [str(target)]}
+    assert event.payload == {"filepath": str(target)}
 
     for name in ("b.json", "a.json"):
         (target / name).write_text("{}")
     event = await first_event(FileTrigger(filepath=str(tmp_path / "**" / "*.json"), poll_interval=FAST))
-    assert event.payload["filepath"] == str(target / "a.json")
-    assert event.payload["matches"] == [str(target / "a.json"), str(target / "b.json")]
+    # One match, in the filesystem's order: no listing of the triggerer's directories.
+    assert event.payload in ({"filepath": str(target / name)} for name in ("a.json", "b.json"))
+
+
+def test_file_trigger_stops_looking_at_the_first_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(200):
+        (tmp_path / f"d{i:03}").mkdir()
+        (tmp_path / f"d{i:03}" / "ready.flag").write_text("")
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def counting_scandir(path: Any = ".") -> Any:
+        listed.append(str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    match = first_match(str(tmp_path / "**" / "ready.flag"))
+    assert match is not None and match.endswith("ready.flag")
+    # glob.glob would have listed all 201 directories (and sorted every match) on every poll.
+    assert len(listed) <= 2, listed
 
 
 def test_file_trigger_needs_a_path() -> None:

@@ -23,6 +23,10 @@ class UnknownConnType(ValueError):
     """No tester can be loaded for a conn_type on this worker."""
 
 
+class ExtraNotAllowed(ValueError):
+    """A connection's extra sets a driver option Airlock does not pass on; the message names it."""
+
+
 def available_conn_types() -> list[str]:
     names = []
     for name, ep in tester_entry_points().items():

@@ -6,7 +6,7 @@ from typing import Any
 
 import pymysql
 
-from activities.testers import missing, network_failure, scrubbed, timed_out
+from activities.testers import ExtraNotAllowed, missing, network_failure, scrubbed, timed_out
 from airlock.connection import ConnectionFields
 
 DEFAULT_PORT = 3306
@@ -21,13 +21,28 @@ ER_HOST_NOT_PRIVILEGED = 1130
 CR_SERVER_LOST = 2013
 
 
+# Keys of extra's "ssl" object that are passed on: none names a file, so a connection can make the
+# driver read no certificate or key on the worker (ca, capath, cert, key are refused).
+SSL_OPTIONS = frozenset({"check_hostname", "cipher", "verify_mode"})
+
+
 def driver_options(extra: dict[str, Any]) -> dict[str, Any]:
-    # Only options that change how the test connects; local_infile and friends stay off.
+    """Only options that change how the driver connects; local_infile and friends stay off.
+
+    Raises :class:`ExtraNotAllowed` for an "ssl" key outside :data:`SSL_OPTIONS`.
+    """
     options: dict[str, Any] = {}
     if isinstance(extra.get("charset"), str):
         options["charset"] = extra["charset"]
-    if isinstance(extra.get("ssl"), dict):
-        options["ssl"] = extra["ssl"]
+    ssl = extra.get("ssl")
+    if isinstance(ssl, dict):
+        refused = sorted(set(ssl) - SSL_OPTIONS)
+        if refused:
+            raise ExtraNotAllowed(
+                f"extra ssl keys not allowed for a MySQL connection: {', '.join(map(repr, refused))} "
+                f"(they make the driver read files on the worker; allowed: {', '.join(sorted(SSL_OPTIONS))})"
+            )
+        options["ssl"] = ssl
     return options
 
 
@@ -39,6 +54,10 @@ def test_mysql(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
     assert conn.host is not None
     port = conn.port or DEFAULT_PORT
     try:
+        options = driver_options(conn.extra)
+    except ExtraNotAllowed as exc:
+        return False, str(exc)
+    try:
         db = pymysql.connect(
             host=conn.host,
             port=port,
@@ -48,7 +67,7 @@ def test_mysql(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
             connect_timeout=timeout,
             read_timeout=timeout,
             write_timeout=timeout,
-            **driver_options(conn.extra),
+            **options,
         )
         try:
             with db.cursor() as cursor:

@@ -10,17 +10,47 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from activities.testers import missing, network_failure, scrubbed, timed_out
+from activities.testers import ExtraNotAllowed, missing, network_failure, scrubbed, timed_out
 from airlock.connection import ConnectionFields
 
 DEFAULT_PORT = 5432
 # libpq counts connect_timeout in whole seconds and raises anything below 2 to 2.
 MIN_CONNECT_TIMEOUT = 2
-# Set from the connection's own fields; extra must not override them. hostaddr and service
-# would redirect the test elsewhere, passfile would read credentials from the worker's disk.
-RESERVED_PARAMS = frozenset(
-    {"host", "hostaddr", "port", "user", "password", "dbname", "connect_timeout", "service", "passfile"}
+# Set from the connection's own fields (and the test's timeout): the same keys in extra are ignored.
+OWN_PARAMS = frozenset({"host", "port", "user", "password", "dbname", "connect_timeout"})
+# The libpq options extra may set: how to reach and authenticate the server the fields name, nothing
+# else. Every other libpq option is refused, among them those that read or write files on the worker
+# (sslkey, sslcert, sslrootcert, sslcrl, sslkeylogfile, passfile, service), lead elsewhere (hostaddr),
+# forward the worker's credentials (gssdelegation, oauth_*) or set any server setting (options: a
+# SqlTrigger's default_transaction_read_only and statement_timeout among them). An allowlist, so that an
+# option a newer libpq brings is refused until someone has looked at it.
+EXTRA_PARAMS = frozenset(
+    {
+        "application_name",
+        "channel_binding",
+        "client_encoding",
+        "fallback_application_name",
+        "gssencmode",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "krbsrvname",
+        "load_balance_hosts",
+        "require_auth",
+        "ssl_max_protocol_version",
+        "ssl_min_protocol_version",
+        "sslcompression",
+        "sslmode",
+        "sslnegotiation",
+        "sslrootcert",
+        "sslsni",
+        "target_session_attrs",
+        "tcp_user_timeout",
+    }
 )
+# Allowed options that name a file take only values that name none: "system" is the OS's CA store.
+FILE_FREE_VALUES = {"sslrootcert": frozenset({"system"})}
 
 
 @functools.cache
@@ -29,13 +59,32 @@ def libpq_params() -> frozenset[str]:
 
 
 def extra_params(extra: dict[str, Any]) -> dict[str, str]:
-    """Airflow keeps libpq options (sslmode, ...) in extra next to hook options libpq would reject."""
-    allowed = libpq_params() - RESERVED_PARAMS
-    return {
-        key: str(value)
-        for key, value in extra.items()
-        if key in allowed and isinstance(value, str | int) and not isinstance(value, bool)
-    }
+    """The libpq options in extra, checked against :data:`EXTRA_PARAMS`.
+
+    Airflow keeps libpq options (sslmode, ...) in extra next to hook options libpq would reject
+    (cursor, iam, aws_conn_id, ...): those are not libpq's and are left out. Raises
+    :class:`ExtraNotAllowed` for a libpq option that is not allowed, or a value that is not plain.
+    """
+    params: dict[str, str] = {}
+    for key, value in extra.items():
+        if key in OWN_PARAMS or key not in libpq_params():
+            continue
+        if key not in EXTRA_PARAMS:
+            raise ExtraNotAllowed(
+                f"extra {key!r} is not allowed for a PostgreSQL connection: it could read or write files "
+                f"on the worker or reach past the connection's fields (allowed libpq options: "
+                f"{', '.join(sorted(EXTRA_PARAMS))})"
+            )
+        # A bool would reach libpq as "True"; a value silently dropped could turn TLS off.
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ExtraNotAllowed(f"extra {key!r} must be a string or an integer, not {type(value).__name__}")
+        if key in FILE_FREE_VALUES and value not in FILE_FREE_VALUES[key]:
+            raise ExtraNotAllowed(
+                f"extra {key!r} may only be {', '.join(sorted(FILE_FREE_VALUES[key]))}: "
+                "a PostgreSQL connection reads no file on the worker"
+            )
+        params[key] = str(value)
+    return params
 
 
 @scrubbed
@@ -46,8 +95,12 @@ def test_postgres(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
     assert conn.host is not None
     port = conn.port or DEFAULT_PORT
     connect_timeout = max(MIN_CONNECT_TIMEOUT, math.ceil(timeout))
+    try:
+        extra = extra_params(conn.extra)
+    except ExtraNotAllowed as exc:
+        return False, str(exc)
     params: dict[str, Any] = {
-        **extra_params(conn.extra),
+        **extra,
         "host": conn.host,
         "port": port,
         "user": conn.login,

@@ -7,19 +7,32 @@ written against ``activities.triggers.BaseTrigger`` keep working.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import importlib
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
 from airlock.plugins import is_allowed
 from airlock.sdk import triggers as sdk
 from airlock.sdk.triggers import *  # noqa: F403
 from airlock.sdk.triggers import BaseTrigger
 
-__all__ = [*sdk.__all__, "TriggerNotAllowed", "load_trigger_class"]
+__all__ = [*sdk.__all__, "TriggerNotAllowed", "load_trigger_class", "run_blocking"]
 
 _CLASSPATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+# Threads per kind of blocking poll. Each kind has its own pool, apart from the loop's default one:
+# queries stuck on a slow database, or globs on a hung mount, then delay only polls of their kind,
+# never another kind's nor anything else on the triggerer that uses asyncio.to_thread.
+POOL_SIZES = {"file": 4, "sql": 8}
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class TriggerNotAllowed(PermissionError):
@@ -56,3 +69,16 @@ def load_trigger_class(classpath: str, allowlist: Sequence[str]) -> type[BaseTri
             f"{classpath!r} is abstract: it leaves {', '.join(sorted(cls.__abstractmethods__))} unimplemented"
         )
     return cls
+
+
+@functools.cache
+def _pool(kind: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=POOL_SIZES[kind], thread_name_prefix=f"airlock-{kind}-trigger")
+
+
+async def run_blocking(kind: str, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run a blocking call in the bounded pool of one kind of trigger (a key of :data:`POOL_SIZES`)."""
+    loop = asyncio.get_running_loop()
+    # As asyncio.to_thread does: the call sees the trigger's context (its log scrubbing, say).
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    return await loop.run_in_executor(_pool(kind), call)

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import glob
 
+from activities.triggers import run_blocking
 from airlock.sdk.triggers import DEFAULT_POLL_INTERVAL, PollingTrigger, TriggerEvent
 
-# The event travels through the Execution API: a pattern matching a huge tree must not bloat it.
-MAX_MATCHES = 1000
 
-
-def find_matches(pattern: str) -> list[str]:
-    # Sorted so that "the first match" is the same on every triggerer and every poll.
-    return sorted(glob.glob(pattern, recursive=True))
+def first_match(pattern: str) -> str | None:
+    # Lazily: the walk stops at the first match, where glob.glob listed (and the trigger then sorted)
+    # a whole "**" tree on every poll.
+    return next(glob.iglob(pattern, recursive=True), None)
 
 
 class FileTrigger(PollingTrigger):
-    """Fires with ``{"filepath": <first match>, "matches": [<up to 1000 sorted matches>]}``.
+    """Fires with ``{"filepath": <the first match found>}``.
 
     ``filepath`` may be a glob pattern (``*``, ``?``, ``[...]``, ``**`` across directories); files,
-    directories and symlinks all count. The path is looked up on the triggerer's own filesystem.
+    directories and symlinks all count. The path is looked up on the triggerer's own filesystem, and
+    the event names one match only: it carries no listing of the triggerer's directories. Which match
+    comes first, among several, is the filesystem's order.
     """
 
     def __init__(self, *, filepath: str, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
@@ -31,7 +31,7 @@ class FileTrigger(PollingTrigger):
 
     async def poll(self) -> TriggerEvent | None:
         # Filesystem calls block (a slow network mount can stall for seconds): keep them off the loop.
-        matches = await asyncio.to_thread(find_matches, self.filepath)
-        if not matches:
+        match = await run_blocking("file", first_match, self.filepath)
+        if match is None:
             return None
-        return TriggerEvent({"filepath": matches[0], "matches": matches[:MAX_MATCHES]})
+        return TriggerEvent({"filepath": match})

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
+    "MIN_POLL_INTERVAL",
     "BaseTrigger",
     "PollingTrigger",
     "TaskFailedEvent",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 DEFAULT_POLL_INTERVAL = 5.0
+# A floor, so that no trigger polls in a busy loop: below it a triggerer's polls (and the databases,
+# servers and filesystems they reach) would be spent on one trigger's impatience.
+MIN_POLL_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,8 @@ class PollingTrigger(BaseTrigger):
     def __init__(self, *, poll_interval: float = DEFAULT_POLL_INTERVAL, **kwargs: Any) -> None:
         super().__init__(poll_interval=poll_interval, **kwargs)
         self.poll_interval = positive_seconds("poll_interval", poll_interval)
+        if self.poll_interval < MIN_POLL_INTERVAL:
+            raise ValueError(f"poll_interval must be at least {MIN_POLL_INTERVAL:g} s, not {poll_interval!r}")
 
     @abstractmethod
     async def poll(self) -> TriggerEvent | None:
