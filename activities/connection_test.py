@@ -104,9 +104,8 @@ class ConnectionTestActivities:
         if result.timed_out:
             return self._outcome(False, f"timed out after {timeout} s (driver process killed)")
         if result.output is None:
-            return self._outcome(
-                False, f"the tester process died (exit status {result.exitcode}) without a result"
-            )
+            reason = result.error or f"it died (exit status {result.exitcode}) without a result"
+            return self._outcome(False, f"the tester process gave no result: {reason}")
         message = scrub(str(result.output.get("message", "")), fields.password)
         elapsed = time.monotonic() - started
         return self._outcome(bool(result.output.get("ok")), f"{message} ({elapsed:.2f} s)")

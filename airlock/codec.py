@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -35,6 +36,10 @@ from temporalio.converter import (
 )
 
 ENCODING = b"binary/encrypted"
+# What decode returns in place of a payload it must not open: no converter reads this encoding, so the
+# value fails to convert where it is used (a signal is dropped, an activity fails) instead of failing the
+# whole workflow task, which would let anyone wedge a workflow with one undecodable signal.
+REFUSED_ENCODING = b"binary/refused"
 KEY_ID_METADATA = "encryption-key-id"
 PURPOSE_METADATA = "encryption-purpose"
 CONTROL = "control"
@@ -172,7 +177,14 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         return [self._encrypt(cipher, purpose, p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self._decrypt(p) for p in payloads]
+        return [self._open(p) for p in payloads]
+
+    def _open(self, payload: Payload) -> Payload:
+        try:
+            return self._decrypt(payload)
+        except (PayloadRefused, InvalidTag) as exc:
+            reason = str(exc) or "the payload does not authenticate under its key"
+            return Payload(metadata={"encoding": REFUSED_ENCODING, "refused": reason.encode()})
 
     def _encrypt(self, cipher: AESGCM, purpose: str, payload: Payload) -> Payload:
         nonce = os.urandom(_NONCE_BYTES)
@@ -198,6 +210,13 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
             raise PayloadRefused(f"no key {key_id!r} for {purpose!r} payloads here")
         nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
         return Payload.FromString(cipher.decrypt(nonce, sealed, purpose.encode()))
+
+
+def refusal(payload: Payload) -> str | None:
+    """Why decode would not open this payload, or None for an opened one."""
+    if payload.metadata.get("encoding") != REFUSED_ENCODING:
+        return None
+    return payload.metadata.get("refused", b"").decode(errors="replace")
 
 
 def master_codec(

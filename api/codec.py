@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, status
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from airlock.codec import refusal
 from api.deps import RuntimeDep
 from api.public.security import require_admin
 
@@ -52,10 +53,13 @@ async def _run(runtime: Any, body: dict[str, Any], encode: bool) -> dict[str, An
     payloads = list(_parse(body).payloads)
     try:
         result = await (codec.encode(payloads) if encode else codec.decode(payloads))
-    except Exception as exc:  # cryptography raises InvalidTag without a message
+    except Exception as exc:
         raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"cannot decode payloads: {type(exc).__name__}"
+            status.HTTP_400_BAD_REQUEST, f"cannot encode payloads: {type(exc).__name__}"
         ) from None
+    refused = [reason for p in result if (reason := refusal(p))]
+    if refused:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"cannot decode payloads: {refused[0]}")
     return json_format.MessageToDict(Payloads(payloads=result))
 
 

@@ -101,6 +101,10 @@ class ConnectionTestWorkflow:
         show(ConnectionTestState.QUEUED, f"on queue {plan.queue!r}: {_DISPATCHED}")
         try:
             return await _run_on_queue(plan, run)
+        except RuntimeError:
+            # The answer did not open with the queue's key (the codec refused it): whoever completed the
+            # task was not a worker of that queue.
+            return ConnectionTestOutcome(False, f"the answer from queue {plan.queue!r} was not sealed with its key")
         except ActivityError as exc:
             if not _heartbeat_lost(exc):
                 return ConnectionTestOutcome(False, _explain(exc, plan))
