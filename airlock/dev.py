@@ -173,6 +173,7 @@ def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
             temporal_address=temporal_address,
             api_url=api_url,
             queues=queues,
+            AIRLOCK_EGRESS_ALLOW_LOOPBACK="true",  # a local stack tests local targets
         )
         return stack.start(name, name, [*airlock, "worker", *flags], process_env)
 

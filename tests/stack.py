@@ -182,6 +182,7 @@ class Stack:
             api_url=self.api.url,
             queues=list(queues),
             AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
+            AIRLOCK_EGRESS_ALLOW_LOOPBACK="true",  # every target of the suite listens on 127.0.0.1
             **env,
         )
         log = open(self.log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
