@@ -76,15 +76,15 @@ def configured_policy(queue: str | None) -> EgressPolicy:
 
 @functools.lru_cache(maxsize=8)
 def _egress_settings(environment: tuple[tuple[str, str], ...]) -> WorkerSettings:
-    # Keyed by the AIRLOCK_EGRESS_* variables so that a changed environment is read again; everything
-    # else WorkerSettings holds has defaults.
+    # Keyed by the AIRLOCK_EGRESS_* variables, the only ones the policy depends on: read once per
+    # process, and again if they change (tests do).
     del environment
     return WorkerSettings()
 
 
 def _activity_queue() -> str | None:
-    # Not imported here otherwise: a test's child never runs inside an activity, and importing the
-    # Temporal SDK there would only slow its start.
+    # Looked up rather than imported: a process that never loaded temporalio.activity (a test's child)
+    # is not inside an activity, and need not load it to find that out.
     activity = sys.modules.get("temporalio.activity")
     if activity is None or not activity.in_activity():
         return None
