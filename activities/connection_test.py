@@ -96,7 +96,12 @@ class ConnectionTestActivities:
         started = time.monotonic()
         result = await self._forks.run(
             CHILD_TARGET,
-            {"fields": fields.model_dump(by_alias=True), "timeout": timeout},
+            # The queue picks the test's egress policy in the child (worker/egress.py).
+            {
+                "fields": fields.model_dump(by_alias=True),
+                "timeout": timeout,
+                "queue": activity.info().task_queue,
+            },
             timeout=timeout,
             on_tick=activity.heartbeat,
             tick=self._heartbeat_interval,

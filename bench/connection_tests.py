@@ -361,7 +361,9 @@ async def bench(args: argparse.Namespace, work_dir: Path) -> Results:
             await stack.api.start()
             services.callback(stack.stop_workers)
             queue = f"bench-{uuid.uuid4().hex[:8]}"
-            await stack.start_worker(queue, name="bench", AIRLOCK_MAX_CONCURRENT_TESTS=str(WORKER_CONCURRENCY))
+            await stack.start_worker(
+                queue, name="bench", AIRLOCK_MAX_CONCURRENT_TESTS=str(WORKER_CONCURRENCY)
+            )
             try:
                 await stack.wait_worker(queue)
                 airlock = await run_airlock(stack, queue, args)

@@ -195,6 +195,7 @@ class Stack:
         process_env = worker_env(
             await self.provision(name, list(queues), triggerer=triggerer),
             AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
+            AIRLOCK_EGRESS_ALLOW_LOOPBACK="true",  # every target of the suite listens on 127.0.0.1
             **env,
         )
         log = open(self.log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")

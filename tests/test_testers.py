@@ -38,6 +38,12 @@ BUILT_IN = {"http", "https", "mariadb", "mysql", "postgres", "postgresql", "redi
 Run = Callable[..., tuple[bool, str]]
 
 
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every target here listens on loopback, which a worker refuses unless configured (tests/test_egress.py).
+    monkeypatch.setenv("AIRLOCK_EGRESS_ALLOW_LOOPBACK", "true")
+
+
 @dataclass(frozen=True)
 class Server:
     host: str
@@ -407,6 +413,18 @@ def test_http_method(run: Run, web: int) -> None:
         r"^HEAD http://\S+/ok returned status 200",
     )
     assert_failed(run(http_fields(web, extra={"method": "BREW"})), r"^unsupported HTTP method 'BREW'")
+    # A test asks whether the server answers; it changes nothing there.
+    assert_failed(
+        run(http_fields(web, extra={"method": "post"})),
+        r"^unsupported HTTP method 'POST' \(use one of GET, HEAD, OPTIONS\)",
+    )
+
+
+def test_http_headers_that_belong_to_the_connection_are_refused(run: Run, web: int) -> None:
+    for name in ("Host", "transfer-encoding", "Connection"):
+        result = run(http_fields(web, schema="ok", extra={"headers": {name: "x"}}))
+        assert_failed(result, rf"^extra headers: header '{name}' may not be set")
+    assert_ok(run(http_fields(web, schema="ok", extra={"headers": {"X-Probe": "1"}})), "returned status 200")
 
 
 def test_http_basic_auth(run: Run, web: int) -> None:

@@ -5,13 +5,24 @@ from __future__ import annotations
 import socket
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
 
 from airlock.codec import DerivedKeyring, EncryptionCodec
+from airlock.egress import DEFAULT_ALLOW, EgressPolicy, EgressRule, Rule
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST
 from airlock.settings import TemporalSettings, split_list
 from airlock.version import LATEST_EXECUTION_API_VERSION
+
+
+class EgressOverride(BaseModel):
+    """One queue's egress policy in ``AIRLOCK_EGRESS_POLICIES``; what it leaves out is the worker's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: tuple[Rule, ...] | None = None
+    allow_loopback: bool | None = None
+    allow_link_local: bool | None = None
 
 
 class WorkerSettings(TemporalSettings):
@@ -63,3 +74,31 @@ class WorkerSettings(TemporalSettings):
     driver_max_open_files: int = Field(default=256, ge=16)
     driver_cpu_seconds: int = Field(default=60, ge=1)
     driver_max_processes: int = Field(default=32, ge=1)
+
+    # Where this worker's testers and triggers may connect (airlock/egress.py), checked after DNS
+    # resolution. Comma-separated CIDRs, each with an optional :port or :low-high.
+    egress_allow: Annotated[tuple[Rule, ...], NoDecode] = Field(
+        default_factory=lambda: tuple(EgressRule.parse(rule) for rule in DEFAULT_ALLOW)
+    )
+    # Loopback and link-local (the cloud metadata service) are refused unless opted in.
+    egress_allow_loopback: bool = False
+    egress_allow_link_local: bool = False
+    # Per-queue policies, JSON: {"net-a": {"allow": ["10.1.0.0/16:5432"], "allow_loopback": true}}.
+    egress_policies: dict[str, EgressOverride] = Field(default_factory=dict)
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _split_egress(cls, value: object) -> object:
+        return split_list(value)
+
+    def egress_policy(self, queue: str | None) -> EgressPolicy:
+        """The policy of ``queue``: its entry in ``egress_policies`` over the worker-wide settings."""
+        policy = EgressPolicy(
+            allow=self.egress_allow,
+            allow_loopback=self.egress_allow_loopback,
+            allow_link_local=self.egress_allow_link_local,
+        )
+        override = self.egress_policies.get(queue) if queue is not None else None
+        if override is None:
+            return policy
+        return EgressPolicy.model_validate(policy.model_dump() | override.model_dump(exclude_none=True))

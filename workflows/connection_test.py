@@ -104,7 +104,8 @@ class ConnectionTestWorkflow:
         except RuntimeError:
             # The answer did not open with the queue's key (the codec refused it): whoever completed the
             # task was not a worker of that queue.
-            return ConnectionTestOutcome(False, f"the answer from queue {plan.queue!r} was not sealed with its key")
+            refused = f"the answer from queue {plan.queue!r} was not sealed with its key"
+            return ConnectionTestOutcome(False, refused)
         except ActivityError as exc:
             if not _heartbeat_lost(exc):
                 return ConnectionTestOutcome(False, _explain(exc, plan))

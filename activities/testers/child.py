@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from activities.testers import UnknownConnType, load_tester
 from airlock.connection import ConnectionFields
 from airlock.secrets import connection_secrets, scrub
+from worker.egress import applying, configured_policy
 
 
 def run(request: Any) -> dict[str, Any]:
@@ -25,6 +26,10 @@ def run(request: Any) -> dict[str, Any]:
     try:
         fields = ConnectionFields.model_validate(request["fields"])
         timeout = float(request["timeout"])
+        # The queue the test came from picks its egress policy; absent, the worker-wide one applies.
+        queue = request.get("queue")
+        if queue is not None and not isinstance(queue, str):
+            raise TypeError(f"queue must be a string, not {type(queue).__name__}")
     except ValidationError as exc:
         # include_input=False: pydantic would otherwise quote the rejected values, password included.
         problems = "; ".join(
@@ -35,7 +40,8 @@ def run(request: Any) -> dict[str, Any]:
         return result(False, f"invalid request: {type(exc).__name__}: {exc}", *raw_secrets)
     secrets = (*connection_secrets(fields), *raw_secrets)
     try:
-        ok, message = load_tester(fields.conn_type)(fields, timeout)
+        with applying(configured_policy(queue)):
+            ok, message = load_tester(fields.conn_type)(fields, timeout)
     except UnknownConnType as exc:
         return result(False, str(exc), *secrets)
     # A tester is third-party code: whatever it raises is a failed test, never a crashed child.

@@ -9,8 +9,11 @@ import httpx
 
 from activities.testers import as_bool, find_cause, missing, network_failure, scrubbed, timed_out
 from airlock.connection import ConnectionFields
+from airlock.egress import EgressDenied
+from worker import egress
 
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A connection test asks "does it answer?": methods that change nothing on the server.
+METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SCHEMES = ("http", "https")
 
 
@@ -55,11 +58,11 @@ def request_options(conn: ConnectionFields) -> tuple[str, frozenset[int] | None,
     headers = conn.extra.get("headers") or {}
     if not isinstance(headers, dict):
         raise BadExtra("extra headers must be an object of header names to values")
-    return (
-        method,
-        expected_statuses(conn.extra.get("expected_status")),
-        {str(k): str(v) for k, v in headers.items()},
-    )
+    try:
+        allowed_headers = egress.request_headers(headers)
+    except ValueError as exc:
+        raise BadExtra(f"extra headers: {exc}") from None
+    return method, expected_statuses(conn.extra.get("expected_status")), allowed_headers
 
 
 @scrubbed
@@ -75,12 +78,16 @@ def test_http(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
     # Credentials go in the Authorization header, never in the URL a message shows.
     shown = f"{method} {url.copy_with(username=None, password=None)}"
     auth = (conn.login, conn.password or "") if conn.login else None
+    # Redirects are not followed (httpx's default): the status of this URL is the answer.
+    transport = egress.transport(egress.current_policy(), verify=as_bool(conn.extra.get("verify"), True))
     try:
-        with httpx.Client(timeout=timeout, verify=as_bool(conn.extra.get("verify"), True)) as client:
+        with httpx.Client(timeout=timeout, transport=transport) as client:
             # Streaming leaves the body unread: the status is the whole answer.
             with client.stream(method, url, auth=auth, headers=headers) as response:
                 status = response.status_code
                 phrase = response.reason_phrase
+    except EgressDenied as exc:
+        return False, f"{shown}: {exc}"
     except httpx.HTTPError as exc:
         return False, f"{shown}: {classify(exc, url, timeout)}"
     ok = status in expected if expected is not None else status < 400

@@ -8,6 +8,8 @@ import pymysql
 
 from activities.testers import ExtraNotAllowed, missing, network_failure, scrubbed, timed_out
 from airlock.connection import ConnectionFields
+from airlock.egress import EgressDenied, pinned_resolution
+from worker.egress import current_policy
 
 DEFAULT_PORT = 3306
 # MariaDB announces itself as "5.5.5-<real version>" so that old replication clients cope.
@@ -58,17 +60,19 @@ def test_mysql(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
     except ExtraNotAllowed as exc:
         return False, str(exc)
     try:
-        db = pymysql.connect(
-            host=conn.host,
-            port=port,
-            user=conn.login,
-            password=conn.password or "",
-            database=conn.schema_,
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            write_timeout=timeout,
-            **options,
-        )
+        # PyMySQL resolves the name itself (and keeps it for TLS): it gets the checked addresses.
+        with pinned_resolution(current_policy(), conn.host, port):
+            db = pymysql.connect(
+                host=conn.host,
+                port=port,
+                user=conn.login,
+                password=conn.password or "",
+                database=conn.schema_,
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                write_timeout=timeout,
+                **options,
+            )
         try:
             with db.cursor() as cursor:
                 cursor.execute("select 1")
@@ -76,8 +80,13 @@ def test_mysql(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
             version = server_version(db.get_server_info())
         finally:
             db.close()
+    except EgressDenied as exc:
+        return False, str(exc)
     except pymysql.MySQLError as exc:
         return False, classify(exc, conn, conn.host, port, timeout)
+    except OSError as exc:  # the name did not resolve, before the driver was called
+        message = network_failure(exc, conn.host, port, timeout)
+        return False, message or f"cannot connect to {conn.host}:{port}: {exc}"
     return True, f"{version}: select 1 ok"
 
 

@@ -10,6 +10,8 @@ from redis.retry import Retry
 
 from activities.testers import as_bool, missing, network_failure, scrubbed, timed_out
 from airlock.connection import ConnectionFields
+from airlock.egress import EgressDenied, pinned_resolution
+from worker.egress import current_policy
 
 DEFAULT_PORT = 6379
 
@@ -51,10 +53,17 @@ def test_redis(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
         **tls_options(conn.extra),
     )
     try:
-        client.ping()
-        version = server_version(client)
+        # redis-py resolves the name itself (and keeps it for TLS): it gets the checked addresses.
+        with pinned_resolution(current_policy(), conn.host, port):
+            client.ping()
+            version = server_version(client)
+    except EgressDenied as exc:
+        return False, str(exc)
     except redis.RedisError as exc:
         return False, classify(exc, conn, conn.host, port, db, timeout)
+    except OSError as exc:  # the name did not resolve, before the driver was called
+        message = network_failure(exc, conn.host, port, timeout)
+        return False, message or f"cannot connect to {conn.host}:{port}: {exc}"
     finally:
         client.close()
     return True, f"Redis {version}: PING ok" if version else "Redis: PING ok"
