@@ -353,7 +353,7 @@ def test_a_port_outside_the_allowlist_is_refused(monkeypatch: pytest.MonkeyPatch
 
 async def test_http_trigger_to_loopback_fails_by_default(web: CountingServer, default_policy: None) -> None:
     for host in ("127.0.0.1", "localhost"):
-        trigger = HttpTrigger(url=f"http://{host}:{web.port}/", poll_interval=0.05)
+        trigger = HttpTrigger(url=f"http://{host}:{web.port}/", poll_interval=0.2)
         with pytest.raises(EgressDenied, match=f"{REFUSED}: loopback"):
             async for _ in trigger.run():
                 pass
@@ -362,7 +362,7 @@ async def test_http_trigger_to_loopback_fails_by_default(web: CountingServer, de
 
 @pytest.mark.usefixtures("default_policy", "no_connect")
 async def test_http_trigger_to_the_metadata_address_fails_without_a_packet() -> None:
-    trigger = HttpTrigger(url="http://169.254.169.254/latest/meta-data/", poll_interval=0.05)
+    trigger = HttpTrigger(url="http://169.254.169.254/latest/meta-data/", poll_interval=0.2)
     with pytest.raises(
         EgressDenied, match=r"^egress to 169\.254\.169\.254:80 is not allowed on this worker: link-local$"
     ):
@@ -386,7 +386,7 @@ async def test_the_stack_applies_each_queue_policy(make_stack: Any, web: Countin
     lab = await stack.serve_queue("lab")  # the test stack opts its workers in to loopback
     prod = unique("prod")
     # The same worker configuration, with one queue's policy taking loopback back.
-    stack.start_worker(
+    await stack.start_worker(
         prod, name="prod", AIRLOCK_EGRESS_POLICIES=json.dumps({prod: {"allow_loopback": False}})
     )
     await stack.wait_worker(prod)
@@ -409,7 +409,7 @@ async def test_a_triggerer_applies_its_queue_policy(make_stack: Any, web: Counti
     stack = await make_stack()
     lab, prod = unique("lab"), unique("prod")
     policies = json.dumps({prod: {"allow_loopback": False}})
-    stack.start_worker(
+    await stack.start_worker(
         lab, prod, name="triggerer", AIRLOCK_TRIGGERER="true", AIRLOCK_EGRESS_POLICIES=policies
     )
     await stack.wait_worker(prod)

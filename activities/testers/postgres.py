@@ -12,6 +12,8 @@ from psycopg import pq
 
 from activities.testers import ExtraNotAllowed, missing, network_failure, scrubbed, timed_out
 from airlock.connection import ConnectionFields
+from airlock.egress import EgressDenied, checked_addresses
+from worker.egress import current_policy
 
 DEFAULT_PORT = 5432
 # libpq counts connect_timeout in whole seconds and raises anything below 2 to 2.
@@ -97,10 +99,16 @@ def test_postgres(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
     connect_timeout = max(MIN_CONNECT_TIMEOUT, math.ceil(timeout))
     try:
         extra = extra_params(conn.extra)
-    except ExtraNotAllowed as exc:
+        # libpq resolves names itself: it is given the address the egress policy checked (hostaddr),
+        # and keeps the name for TLS.
+        hostaddr = _checked_address(conn.host, port)
+    except (ExtraNotAllowed, EgressDenied) as exc:
         return False, str(exc)
+    except OSError as exc:  # the name did not resolve
+        return False, network_failure(exc, conn.host, port, timeout) or f"cannot resolve {conn.host}: {exc}"
     params: dict[str, Any] = {
         **extra,
+        **hostaddr,
         "host": conn.host,
         "port": port,
         "user": conn.login,
@@ -115,6 +123,16 @@ def test_postgres(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
     except psycopg.Error as exc:
         return False, classify(exc, conn, conn.host, port, connect_timeout)
     return True, f"PostgreSQL {version}: select 1 ok"
+
+
+def _checked_address(host: str, port: int) -> dict[str, str]:
+    policy = current_policy()
+    if host.startswith("/"):
+        # A Unix socket on the worker itself: local, like loopback.
+        if not policy.allow_loopback:
+            raise EgressDenied(f"egress to the local socket {host} is not allowed on this worker")
+        return {}
+    return {"hostaddr": checked_addresses(policy, host, port)[0]}
 
 
 def server_version(number: int) -> str:
