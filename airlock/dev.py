@@ -26,7 +26,14 @@ from typing import Any
 
 import httpx
 
-from airlock.devstack import api_env, ensure_secrets, load_config, temporal_command, worker_env
+from airlock.devstack import (
+    api_env,
+    ensure_secrets,
+    load_config,
+    temporal_command,
+    ui_codec_env_file,
+    worker_env,
+)
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
@@ -160,7 +167,8 @@ def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
     env = api_env(dev, temporal_address=temporal_address, database_url=api["database_url"])
     airlock = [sys.executable, "-m", "airlock.cli"]
 
-    stack.start("temporal", "Temporal dev server", temporal_command(temporal, dev.codec_token), env)
+    ui_env_file = ui_codec_env_file(temporal, dev.codec_token, state_dir)
+    stack.start("temporal", "Temporal dev server", temporal_command(temporal, ui_env_file=ui_env_file), env)
     stack.wait_until(
         partial(_listening, temporal_host, temporal_port), f"nothing listens on {temporal_address}"
     )

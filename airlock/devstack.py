@@ -69,7 +69,11 @@ def temporal_binary() -> str:
     return found
 
 
-def temporal_command(temporal: dict[str, Any], codec_token: str, binary: str | None = None) -> list[str]:
+def temporal_command(
+    temporal: dict[str, Any], *, ui_env_file: Path | None = None, binary: str | None = None
+) -> list[str]:
+    """The dev server's command line. ``ui_env_file``: where the UI's codec endpoint is (see
+    ``ui_codec_env_file``), so that its secret never appears in a command line."""
     command = [
         binary or temporal_binary(),
         "server",
@@ -94,9 +98,26 @@ def temporal_command(temporal: dict[str, Any], codec_token: str, binary: str | N
         command += ["--sqlite-pragma", f"{name}={value}"]
     for name, kind in (temporal.get("search_attributes") or {}).items():
         command += ["--search-attribute", f"{name}={kind}"]
-    if temporal.get("ui_codec_endpoint") and not temporal.get("headless"):
-        command += ["--ui-codec-endpoint", str(temporal["ui_codec_endpoint"]).format(codec_token=codec_token)]
+    if ui_env_file is not None and not temporal.get("headless"):
+        command += ["--env-file", str(ui_env_file)]
     return command
+
+
+def ui_codec_env_file(temporal: dict[str, Any], codec_token: str, state_dir: Path) -> Path | None:
+    """The Temporal UI's codec endpoint carries the decode-only codec token in its path: it goes to the
+    dev server in a ``temporal`` env file (mode 0600) rather than in its command line, which every
+    user of the host can read in ``ps``."""
+    endpoint = temporal.get("ui_codec_endpoint")
+    if not endpoint or temporal.get("headless"):
+        return None
+    path = state_dir / "temporal-ui.env.yaml"
+    content = yaml.safe_dump(
+        {"env": {"default": {"ui-codec-endpoint": str(endpoint).format(codec_token=codec_token)}}}
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    return path
 
 
 def api_env(dev: DevSecrets, *, temporal_address: str, database_url: str, **extra: str) -> dict[str, str]:

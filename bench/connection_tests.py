@@ -222,7 +222,6 @@ def start_temporal(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, s
             "headless": True,
             "search_attributes": {key.name: "Keyword" for key in sa.ALL},
         },
-        codec_token="",
     )
     log = cleanup.enter_context(open(log_dir / "temporal.log", "wb"))
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

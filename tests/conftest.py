@@ -56,7 +56,6 @@ def temporal_address(
     log = open(tmp_path_factory.mktemp("temporal") / "server.log", "wb")
     command = temporal_command(
         {"ip": "127.0.0.1", "port": port, "headless": True, "search_attributes": SEARCH_ATTRIBUTES},
-        codec_token="",
     )
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -4,13 +4,16 @@ status 0, and a process of the stack that dies on its own ends it with status 2 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,3 +159,60 @@ def test_ctrl_c_while_the_stack_starts_stops_it_with_status_0(airlock_dev: DevRu
     assert status == 0, output
     assert UP not in output and "Airlock stopped." in output and "Traceback" not in output, output
     assert not [pid for pid in airlock_dev.seen if Path(f"/proc/{pid}").exists()], output
+
+
+def test_the_stack_provisions_its_workers_and_keeps_the_codec_token_out_of_command_lines(
+    tmp_path: Path,
+) -> None:
+    """With the Temporal UI on: its codec endpoint reaches the dev server through a 0600 env file, so
+    no process's command line (readable by every user, in ps) carries the codec token; the worker and
+    the triggerer are provisioned through the API like any worker, each with its queues only."""
+    config_path = dev_config(tmp_path)
+    config = yaml.safe_load(config_path.read_text())
+    ui_port = free_port()
+    config["temporal"].update(headless=False, ui_port=ui_port)
+    config_path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airlock.cli", "dev", "--config", str(config_path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    run = DevRun(proc, tmp_path / "state")
+    reader = threading.Thread(target=lambda: run.lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        run.wait_for(UP, timeout=120)
+        token = (run.state / "codec.token").read_text().strip()
+        secret_scan.register(token, secret_scan.TOKEN)
+        stack = run.children()
+        assert len(stack) == 4, stack
+        assert not [command for command in stack.values() if token in command], stack
+        # Read without httpx: the UI hands its codec endpoint, token included, to the browsers it serves.
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/settings", timeout=10) as answer:
+            settings = json.load(answer)
+        assert settings["Codec"]["Endpoint"].endswith(f"/codec/ui/{token}")
+        for name in ("worker", "triggerer"):
+            env_file = run.state / f"{name}.env.json"
+            assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+            env = json.loads(env_file.read_text())
+            secret_scan.register(env["AIRLOCK_WORKER_TOKEN"], secret_scan.TOKEN)
+            queues = env["AIRLOCK_QUEUES"].split(",")
+            assert sorted(json.loads(env["AIRLOCK_PAYLOAD_KEYS"])) == sorted(f"k1/queue:{q}" for q in queues)
+        with contextlib.closing(sqlite3.connect(run.state / "airlock.db")) as db:
+            rows = sorted(db.execute("select triggerer, queues from worker_credential").fetchall())
+        assert [triggerer for triggerer, _ in rows] == [0, 1], rows
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        for pid in run.seen:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        secret_scan.SESSION.check_output(run.output, "output of airlock dev")

@@ -21,11 +21,10 @@ import pytest
 
 from airlock import search_attributes
 from airlock.devstack import DevSecrets, api_env, temporal_command, worker_env
-from api.core.security import mint_worker_token
 from tests import pgcluster
 from tests.netns import Namespace, Segment, netns_unavailable, segment
 from tests.reliability import record
-from tests.stack import stack_settings, unique
+from tests.stack import unique
 
 REPO = Path(__file__).resolve().parents[2]
 DB_PORT, TEMPORAL_PORT, API_PORT, TARGET_PORT = 5432, 7233, 8080, 8000
@@ -72,7 +71,6 @@ def _run_scenario(
 
     temporal = temporal_command(
         {"ip": "0.0.0.0", "port": TEMPORAL_PORT, "headless": True, "search_attributes": SEARCH_ATTRIBUTES},
-        codec_token="",
     )
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
     server = seg.spawn(control, "temporal", temporal, env=plain_env, log_dir=tmp_path)
@@ -82,7 +80,14 @@ def _run_scenario(
         control,
         "api",
         [sys.executable, "-m", "airlock.cli", "api", "--host", "0.0.0.0", "--port", str(API_PORT)],
-        env=api_env(secrets, temporal_address=f"127.0.0.1:{TEMPORAL_PORT}", database_url=database_url),
+        env=api_env(
+            secrets,
+            temporal_address=f"127.0.0.1:{TEMPORAL_PORT}",
+            database_url=database_url,
+            # What provisioned workers are told: the API and Temporal as the edge reaches them.
+            AIRLOCK_WORKER_API_URL=f"http://{seg.control_ip}:{API_PORT}",
+            AIRLOCK_WORKER_TEMPORAL_ADDRESS=f"{seg.control_ip}:{TEMPORAL_PORT}",
+        ),
         log_dir=tmp_path,
         cwd=REPO,
     )
@@ -112,15 +117,16 @@ def _run_scenario(
     stack_ready = time.monotonic() - started
 
     queue = unique("edge")
-    token = mint_worker_token(stack_settings(secrets, "unused", "sqlite://"), "edge-1")
-    env = worker_env(
-        payload_key=secrets.payload_key,
-        worker_token=token,
-        temporal_address=f"{seg.control_ip}:{TEMPORAL_PORT}",
-        api_url=f"http://{seg.control_ip}:{API_PORT}",
-        queues=[queue],
-        AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
+    provisioned = seg.client(
+        control,
+        "http",
+        "POST",
+        f"{api_inside}/api/v2/workers",
+        json.dumps({"name": "edge-1", "queues": [queue]}),
+        env=admin,
     )
+    assert provisioned["status"] == 201, provisioned
+    env = worker_env(provisioned["body"]["env"], AIRLOCK_JOB_HEARTBEAT_INTERVAL="1")
     # Invariant 1: a worker is given no database URL or credential at all.
     assert not [k for k in env if "DATABASE" in k.upper()], sorted(env)
     spawned = time.monotonic()

@@ -57,7 +57,7 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempor
         "db_filename": folder / "temporal.db",
         "search_attributes": SEARCH_ATTRIBUTES,
     }
-    server = TemporalServer(temporal_command(options, codec_token=""), port, folder / "server.log")
+    server = TemporalServer(temporal_command(options), port, folder / "server.log")
     server.start()
     yield server
     server.stop()
