@@ -7,6 +7,8 @@ compute, so that a control activity acts only for the workflow the API started f
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
 
@@ -102,8 +104,14 @@ class SlotsState:
     held: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
-    # A holder's lease id, handed out with its grant.
-    leases: dict[str, str] = field(default_factory=dict)
+    # A holder's lease id is a MAC of its workflow id under this seed (random, sealed in the
+    # semaphore's own history): nothing per holder to keep, and no one else can name a lease.
+    lease_seed: str = ""
+
+
+def slot_lease(seed: str, workflow_id: str) -> str:
+    """The lease id the semaphore grants ``workflow_id`` under its ``seed``."""
+    return hmac.new(seed.encode(), workflow_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass

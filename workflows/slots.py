@@ -14,6 +14,7 @@ payload limit whatever arrives.
 
 from __future__ import annotations
 
+import hmac
 import math
 from datetime import timedelta
 
@@ -29,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         SLOT_GRANTED_SIGNAL,
         SLOT_REFUSED_SIGNAL,
     )
-    from airlock.workloads import MAX_SLOT_ENTRIES, SlotRelease, SlotRequest, SlotsState
+    from airlock.workloads import MAX_SLOT_ENTRIES, SlotRelease, SlotRequest, SlotsState, slot_lease
 
 # Keep the history short: the state is small, carry it over.
 CONTINUE_AS_NEW_AFTER_EVENTS = 5_000
@@ -49,7 +50,7 @@ class ConnectionTestSlotsWorkflow:
         self._waiting: dict[str, int] = {w.workflow_id: math.ceil(w.lease_seconds) for w in state.waiters}
         self._waiting.update(state.waiting)
         self._refused: list[str] = list(state.refused)
-        self._leases: dict[str, str] = dict(state.leases)
+        self._lease_seed = state.lease_seed or workflow.uuid4().hex
         self._changed = False
 
     @workflow.signal(name=ACQUIRE_SIGNAL)
@@ -71,11 +72,10 @@ class ConnectionTestSlotsWorkflow:
         workflow_id = release.workflow_id
         if workflow_id in self._held:
             # Only the holder knows its lease: any other release of a held slot is ignored.
-            if self._leases.get(workflow_id) != release.lease:
+            if not hmac.compare_digest(self._lease(workflow_id), release.lease):
                 workflow.logger.warning("ignoring a release of %s without its lease", workflow_id)
                 return
             del self._held[workflow_id]
-            self._leases.pop(workflow_id, None)
         elif self._waiting.pop(workflow_id, None) is None:
             return
         self._changed = True
@@ -114,14 +114,14 @@ class ConnectionTestSlotsWorkflow:
             # Held before the signal goes out, so that the bound counts it while the signal is on its way.
             del self._waiting[workflow_id]
             self._held[workflow_id] = math.ceil(_now()) + lease
-            self._leases[workflow_id] = lease_id = str(workflow.uuid4())
             try:
-                await workflow.get_external_workflow_handle(workflow_id).signal(SLOT_GRANTED_SIGNAL, lease_id)
+                await workflow.get_external_workflow_handle(workflow_id).signal(
+                    SLOT_GRANTED_SIGNAL, self._lease(workflow_id)
+                )
             except Exception:
                 # The test's workflow is gone (terminated, or it already ended): skip it.
                 workflow.logger.info("not granting a slot to %s: it is gone", workflow_id)
                 self._held.pop(workflow_id, None)
-                self._leases.pop(workflow_id, None)
 
     async def _refuse(self) -> None:
         while self._refused:
@@ -141,7 +141,6 @@ class ConnectionTestSlotsWorkflow:
             if expires_at <= now:
                 workflow.logger.warning("slot lease of %s expired", workflow_id)
                 del self._held[workflow_id]
-                self._leases.pop(workflow_id, None)
 
     def _until_next_expiry(self) -> timedelta | None:
         if not self._held:
@@ -154,8 +153,11 @@ class ConnectionTestSlotsWorkflow:
             held=dict(self._held),
             waiting=dict(self._waiting),
             refused=list(self._refused),
-            leases=dict(self._leases),
+            lease_seed=self._lease_seed,
         )
+
+    def _lease(self, workflow_id: str) -> str:
+        return slot_lease(self._lease_seed, workflow_id)
 
 
 def _now() -> float:

@@ -32,7 +32,14 @@ from airlock.summaries import (
     trigger_details,
     trigger_summary,
 )
-from airlock.workloads import ConnectionTestInput, SlotRelease, SlotRequest, SlotsState, TriggerInput
+from airlock.workloads import (
+    ConnectionTestInput,
+    SlotRelease,
+    SlotRequest,
+    SlotsState,
+    TriggerInput,
+    slot_lease,
+)
 from api.core.config import Settings
 from api.core.security import workflow_grant
 from api.db.models import ConnectionTest, Trigger
@@ -148,9 +155,9 @@ async def release_slot(client: Client, settings: Settings, workflow_id: str) -> 
     """Free the slot of a test whose workflow ended without freeing it (the reaper's case)."""
     handle = client.get_workflow_handle(slots_workflow_id(settings.control_queue))
     state = await handle.query(ConnectionTestSlotsWorkflow.state)
-    lease = state.leases.get(workflow_id)
-    if lease is not None or workflow_id in state.waiting:
-        await handle.signal(RELEASE_SIGNAL, SlotRelease(workflow_id, lease or ""))
+    if workflow_id in state.held or workflow_id in state.waiting:
+        lease = slot_lease(state.lease_seed, workflow_id)
+        await handle.signal(RELEASE_SIGNAL, SlotRelease(workflow_id, lease))
 
 
 async def start_trigger(
