@@ -1,12 +1,13 @@
-"""Two network namespaces joined by one veth pair, for the segmentation test: ``control`` and ``edge``.
+"""Three network namespaces for the segmentation test: ``control``, joined by one veth pair each to
+two edge segments, ``edge`` and ``edge_b``, which have no route to each other.
 
 Safety is the point of this module. Every address it hands out comes from a private /24 of 10/8
 that neither the host's addresses nor its routes cover; both ends of the veth pair live inside the
-namespaces (none in the host's), neither namespace has a default route, and ``verify_routes`` checks
+namespaces (none in the host's), no namespace has a default route, and ``verify_routes`` checks
 with ``ip route get`` that each address used stays on the veth or on ``lo`` before any traffic.
 The host namespace itself sends nothing to these addresses: the test runs its clients inside a
 namespace (``client_main`` below, via ``ip netns exec``). ``segment()`` kills what it started (by
-process group, then any pid left inside the namespaces) and deletes both namespaces, even on error.
+process group, then any pid left inside the namespaces) and deletes the namespaces, even on error.
 """
 
 from __future__ import annotations
@@ -117,6 +118,12 @@ class Segment:
     db_ip: str
     control_if: str
     edge_if: str
+    # The second segment: its own veth pair to control, on another /30.
+    edge_b: Namespace
+    control_b_ip: str
+    edge_b_ip: str
+    control_b_if: str
+    edge_b_if: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -177,7 +184,7 @@ class Segment:
         """Before any traffic: each address used stays on the veth or lo, no namespace has a default
         route, and the edge has no route to the database. Returns the checks made, for the report."""
         checks: list[str] = []
-        for ns in (self.control, self.edge):
+        for ns in self.namespaces:
             defaults = [r for r in ns.routes() if r.get("dst") == "default"]
             assert not defaults, f"{ns.name} has a default route: {defaults}"
             checks.append(f"{ns.name}: no default route")
@@ -189,21 +196,39 @@ class Segment:
             (self.edge.name, self.control_ip): self.edge_if,
             (self.edge.name, self.edge_ip): "lo",
             (self.edge.name, "127.0.0.1"): "lo",
+            (self.control.name, self.edge_b_ip): self.control_b_if,
+            (self.control.name, self.control_b_ip): "lo",
+            (self.edge_b.name, self.control_b_ip): self.edge_b_if,
+            (self.edge_b.name, self.edge_b_ip): "lo",
+            (self.edge_b.name, "127.0.0.1"): "lo",
         }
-        by_name = {ns.name: ns for ns in (self.control, self.edge)}
+        by_name = {ns.name: ns for ns in self.namespaces}
         for (name, address), device in expected.items():
             code, routes, err = by_name[name].route_get(address)
             assert code == 0 and routes, f"{name}: ip route get {address} failed: {err}"
             assert [r.get("dev") for r in routes] == [device], f"{name}: {address} routes via {routes}"
             assert "gateway" not in routes[0], f"{name}: {address} goes through a gateway: {routes}"
             checks.append(f"{name}: {address} via {device}")
-        code, routes, err = self.edge.route_get(self.db_ip)
-        assert code != 0 and not routes, f"edge has a route to the database address {self.db_ip}: {routes}"
-        checks.append(f"{self.edge.name}: {self.db_ip} unreachable ({err})")
+        unreachable = (
+            (self.edge, self.db_ip),
+            (self.edge_b, self.db_ip),
+            (self.edge, self.edge_b_ip),
+            (self.edge, self.control_b_ip),
+            (self.edge_b, self.edge_ip),
+            (self.edge_b, self.control_ip),
+        )
+        for ns, address in unreachable:
+            code, routes, err = ns.route_get(address)
+            assert code != 0 and not routes, f"{ns.name} has a route to {address}: {routes}"
+            checks.append(f"{ns.name}: {address} unreachable ({err})")
         for net in _host_networks():
             assert not self.subnet.overlaps(net), f"{self.subnet} overlaps the host's {net}"
         checks.append(f"host: nothing of {self.subnet} on its addresses or routes")
         return checks
+
+    @property
+    def namespaces(self) -> tuple[Namespace, ...]:
+        return (self.control, self.edge, self.edge_b)
 
     def stop_processes(self) -> None:
         for proc in self.processes:
@@ -221,28 +246,34 @@ class Segment:
 
 
 def _set_up(segment: Segment) -> None:
-    control, edge = segment.control, segment.edge
-    _ip("netns", "add", control.name)
-    _ip("netns", "add", edge.name)
-    # Both ends are created straight inside the namespaces: the host never holds either one.
-    _ip(
-        "link",
-        "add",
-        segment.control_if,
-        "netns",
-        control.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        segment.edge_if,
-        "netns",
-        edge.name,
-    )
+    control = segment.control
+    for ns in segment.namespaces:
+        _ip("netns", "add", ns.name)
+    for edge, control_if, edge_if in (
+        (segment.edge, segment.control_if, segment.edge_if),
+        (segment.edge_b, segment.control_b_if, segment.edge_b_if),
+    ):
+        # Both ends are created straight inside the namespaces: the host never holds either one.
+        _ip(
+            "link",
+            "add",
+            control_if,
+            "netns",
+            control.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            edge_if,
+            "netns",
+            edge.name,
+        )
     prefix = 30
     for ns, device, address in (
         (control, segment.control_if, segment.control_ip),
-        (edge, segment.edge_if, segment.edge_ip),
+        (segment.edge, segment.edge_if, segment.edge_ip),
+        (control, segment.control_b_if, segment.control_b_ip),
+        (segment.edge_b, segment.edge_b_if, segment.edge_b_ip),
     ):
         # IPv6 off: no link-local or router chatter, only the addresses chosen here.
         ns.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
@@ -262,7 +293,7 @@ def _set_up(segment: Segment) -> None:
 
 @contextlib.contextmanager
 def segment() -> Iterator[Segment]:
-    """control <-veth-> edge, on a fresh private /24; always torn down."""
+    """edge <-veth-> control <-veth-> edge_b, on a fresh private /24; always torn down."""
     tag = uuid.uuid4().hex[:6]
     subnet = free_subnet()
     hosts = list(subnet.hosts())
@@ -275,20 +306,25 @@ def segment() -> Iterator[Segment]:
         db_ip=str(hosts[8]),  # .9: outside the /30
         control_if=f"al-c-{tag}",
         edge_if=f"al-e-{tag}",
+        edge_b=Namespace(f"airlock-edgeb-{tag}"),
+        control_b_ip=str(hosts[4]),  # .5 and .6: the second veth's /30
+        edge_b_ip=str(hosts[5]),
+        control_b_if=f"al-cb-{tag}",
+        edge_b_if=f"al-eb-{tag}",
     )
     try:
         _set_up(seg)
         yield seg
     finally:
         seg.stop_processes()
-        for ns in (seg.control, seg.edge):
+        for ns in seg.namespaces:
             # Anything still inside a namespace we made is ours (a daemonised child, say).
             for pid in ns.pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        for ns in (seg.control, seg.edge):
+        for ns in seg.namespaces:
             _ip("netns", "del", ns.name, check=False)
-        leftovers = [ns.name for ns in (seg.control, seg.edge) if ns.name in _ip("netns", "list").stdout]
+        leftovers = [ns.name for ns in seg.namespaces if ns.name in _ip("netns", "list").stdout]
         assert not leftovers, f"namespaces left behind: {leftovers}"
 
 
@@ -329,6 +365,8 @@ def client_main(argv: Sequence[str] | None = None) -> None:
 
     token = os.environ.get("AIRLOCK_API_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if os.environ.get("AIRLOCK_API_VERSION"):
+        headers["Airlock-API-Version"] = os.environ["AIRLOCK_API_VERSION"]
     with httpx.Client(headers=headers, timeout=30, trust_env=False) as http:
         if command == "http":
             method, url = args[0], args[1]

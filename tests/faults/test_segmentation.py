@@ -21,6 +21,7 @@ import pytest
 
 from airlock import search_attributes
 from airlock.devstack import DevSecrets, api_env, temporal_command, worker_env
+from airlock.version import LATEST_EXECUTION_API_VERSION
 from tests import pgcluster
 from tests.netns import Namespace, Segment, netns_unavailable, segment
 from tests.reliability import record
@@ -180,17 +181,133 @@ def _run_scenario(
         db_tests.append(f"{host}: {result['result_message']}")
     print("postgres tests from the edge:\n  " + "\n  ".join(db_tests))
 
+    edge_b_report = _second_segment(seg, tmp_path, api_inside, admin, queue, identity, env)
+
     assert pg.running()
     total = time.monotonic() - started
     record(
         "segmentation: edge worker in its own network namespace",
         1,
         f"edge target test success on worker {identity}; edge -> DB: no route (ENETUNREACH), "
-        f"via control's veth refused, 2 postgres tests from the edge failed; {checks} route checks "
-        "passed before any traffic",
+        f"via control's veth refused, 2 postgres tests from the edge failed; {edge_b_report}; "
+        f"{checks} route checks passed before any traffic",
         f"stack up in {stack_ready:.1f} s, worker start to registered {to_registered:.1f} s, "
         f"edge connection test {edge_test_seconds:.2f} s (submit to terminal, incl. client start), "
         f"whole test {total:.1f} s",
+    )
+
+
+def _second_segment(
+    seg: Segment,
+    tmp_path: Path,
+    api_inside: str,
+    admin: dict[str, str],
+    queue_a: str,
+    identity_a: str,
+    env_a: dict[str, str],
+) -> str:
+    """edge-b, with its own worker and target: its tests run there; from edge-a nothing of edge-b can
+    be fetched, neither over the network nor through the API with edge-a's credential."""
+    control, edge_a, edge_b = seg.control, seg.edge, seg.edge_b
+    queue_b = unique("edge-b")
+    provisioned = seg.client(
+        control,
+        "http",
+        "POST",
+        f"{api_inside}/api/v2/workers",
+        json.dumps({"name": "edge-b-1", "queues": [queue_b]}),
+        env=admin,
+    )
+    assert provisioned["status"] == 201, provisioned
+    env_b = worker_env(
+        provisioned["body"]["env"],
+        # edge-b reaches control through its own veth.
+        AIRLOCK_API_URL=f"http://{seg.control_b_ip}:{API_PORT}",
+        AIRLOCK_TEMPORAL_ADDRESS=f"{seg.control_b_ip}:{TEMPORAL_PORT}",
+        AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
+    )
+    assert env_b["AIRLOCK_PAYLOAD_KEYS"] != env_a["AIRLOCK_PAYLOAD_KEYS"]
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
+    target_dir = tmp_path / "target-b"
+    target_dir.mkdir()
+    target = seg.spawn(
+        edge_b,
+        "target-b",
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(TARGET_PORT),
+            "--bind",
+            seg.edge_b_ip,
+            "--directory",
+            str(target_dir),
+        ],
+        env=plain_env,
+        log_dir=tmp_path,
+    )
+    _wait_port(seg, edge_b, seg.edge_b_ip, TARGET_PORT, target)
+    worker_b = seg.spawn(
+        edge_b,
+        "worker-b",
+        [sys.executable, "-m", "airlock.cli", "worker"],
+        env=env_b,
+        log_dir=tmp_path,
+        cwd=REPO,
+    )
+    registered = seg.client(control, "wait-job", api_inside, queue_b, "60", env=admin)
+    assert registered["ok"], "the edge-b worker never registered its job through the API"
+    identity_b = registered["job"]["hostname"]
+    assert identity_b.endswith(f":{worker_b.pid}"), (identity_b, worker_b.pid)
+
+    target_b = {"conn_type": "http", "host": seg.edge_b_ip, "port": TARGET_PORT}
+    on_b = _connection_test(seg, api_inside, admin, {**target_b, "queue": queue_b})
+    assert on_b["state"] == "success" and on_b["worker"] == identity_b, on_b
+    # edge-a's worker cannot reach edge-b's target: no route between the segments.
+    from_a = _connection_test(seg, api_inside, admin, {**target_b, "queue": queue_a, "timeout": 5})
+    assert from_a["state"] == "failed" and from_a["worker"] == identity_a, from_a
+    probe = seg.client(edge_a, "connect", seg.edge_b_ip, str(TARGET_PORT), "5")
+    assert probe["ok"] is False and probe["errno"] == errno.ENETUNREACH, probe
+
+    # Nor through the API: edge-a's credential, from inside edge-a, gets nothing of edge-b.
+    api_from_a = f"http://{seg.control_ip}:{API_PORT}/execution"
+    as_a = {
+        "AIRLOCK_API_TOKEN": env_a["AIRLOCK_WORKER_TOKEN"],
+        "AIRLOCK_API_VERSION": LATEST_EXECUTION_API_VERSION,
+    }
+    pending = seg.client(
+        control,
+        "http",
+        "POST",
+        f"{api_inside}/api/v2/connections/test",
+        json.dumps({**target_b, "queue": queue_b}),
+        env=admin,
+    )
+    assert pending["status"] == 202, pending
+    b_test = pending["body"]["id"]
+    claim = seg.client(
+        edge_a,
+        "http",
+        "POST",
+        f"{api_from_a}/connection-tests/{b_test}/claim",
+        json.dumps({"worker": "a"}),
+        env=as_a,
+    )
+    read = seg.client(edge_a, "http", "GET", f"{api_from_a}/connection-tests/{b_test}/connection", env=as_a)
+    job = seg.client(
+        edge_a,
+        "http",
+        "POST",
+        f"{api_from_a}/jobs",
+        json.dumps({"hostname": "a", "queues": [queue_b]}),
+        env=as_a,
+    )
+    assert (claim["status"], read["status"], job["status"]) == (403, 403, 403), (claim, read, job)
+    done = seg.client(control, "wait-test", api_inside, b_test, "60", env=admin)
+    assert done["ok"] and done["test"]["worker"] == identity_b, done
+    return (
+        f"edge-b target test success on worker {identity_b}, from edge-a: no route (ENETUNREACH) "
+        "and claim/connection/job registration for edge-b refused (403)"
     )
 
 
