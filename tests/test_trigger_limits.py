@@ -22,9 +22,18 @@ from activities.testers import ExtraNotAllowed
 from activities.triggers import POOL_SIZES
 from activities.triggers.sql import MAX_STATEMENT_TIMEOUT
 from airlock.connection import ConnectionFields
+from airlock.egress import EgressDenied
 from airlock.triggers import FileTrigger, SqlTrigger
 from tests import services
 from tests.test_triggers_classes import FAST, StaticContext, first_event
+
+
+@pytest.fixture(autouse=True)
+def _local_databases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every database these triggers query listens on loopback, which the egress policy refuses
+    unless a worker opts in (tests/test_egress.py tries the refusal)."""
+    monkeypatch.setenv("AIRLOCK_EGRESS_ALLOW_LOOPBACK", "true")
+
 
 # One row, id 1, in every table these tests give a trigger: whatever the trigger tries, it stays so.
 WRITES = [
@@ -58,6 +67,20 @@ def pg_table() -> Iterator[tuple[ConnectionFields, str]]:
         yield ConnectionFields.from_uri(services.postgres_url()), table
     finally:
         pg_rows(f"drop table if exists {table}, {table}_new")
+
+
+async def test_sql_trigger_obeys_the_egress_policy(
+    pg_table: tuple[ConnectionFields, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A triggerer whose policy refuses loopback queries no database there (PostgreSQL's libpq gets the
+    checked address, MySQL's driver too): the trigger fails naming the refusal."""
+    conn, table = pg_table
+    monkeypatch.delenv("AIRLOCK_EGRESS_ALLOW_LOOPBACK")
+    with pytest.raises(EgressDenied, match=r"egress to 127\.0\.0\.1:5432 is not allowed on this worker: loopback"):
+        await first_event(trigger(conn, f"select count(*) from {table}"))
+    maria = ConnectionFields.from_uri(services.mariadb_url())
+    with pytest.raises(EgressDenied, match="loopback"):
+        await first_event(trigger(maria, "select 1"))
 
 
 async def test_sql_trigger_is_read_only_on_postgres(pg_table: tuple[ConnectionFields, str]) -> None:

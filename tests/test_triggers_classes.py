@@ -62,6 +62,13 @@ FAST = MIN_POLL_INTERVAL
 TEST_SERVER = str(Path(sys.executable).parent / "temporal-test-server")
 
 
+@pytest.fixture(autouse=True)
+def _local_databases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every database these triggers query listens on loopback, which the egress policy refuses
+    unless a worker opts in (tests/test_egress.py tries the refusal)."""
+    monkeypatch.setenv("AIRLOCK_EGRESS_ALLOW_LOOPBACK", "true")
+
+
 def fields(**values: Any) -> ConnectionFields:
     return ConnectionFields.model_validate(values)
 

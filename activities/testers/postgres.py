@@ -101,7 +101,7 @@ def test_postgres(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
         extra = extra_params(conn.extra)
         # libpq resolves names itself: it is given the address the egress policy checked (hostaddr),
         # and keeps the name for TLS.
-        hostaddr = _checked_address(conn.host, port)
+        hostaddr = checked_hostaddr(conn.host, port)
     except (ExtraNotAllowed, EgressDenied) as exc:
         return False, str(exc)
     except OSError as exc:  # the name did not resolve
@@ -125,7 +125,9 @@ def test_postgres(conn: ConnectionFields, timeout: float) -> tuple[bool, str]:
     return True, f"PostgreSQL {version}: select 1 ok"
 
 
-def _checked_address(host: str, port: int) -> dict[str, str]:
+def checked_hostaddr(host: str, port: int) -> dict[str, str]:
+    """libpq's ``hostaddr`` for ``host``: the address the egress policy of the work running here
+    checked (libpq then connects there, and keeps the name for TLS). Raises ``EgressDenied``."""
     policy = current_policy()
     if host.startswith("/"):
         # A Unix socket on the worker itself: local, like loopback.

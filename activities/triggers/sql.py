@@ -114,11 +114,13 @@ def json_friendly(cell: Any) -> Any:
 def query_postgres(conn: ConnectionFields, sql: str, parameters: Params, timeout: float) -> Any:
     import psycopg
 
-    from activities.testers.postgres import extra_params
+    from activities.testers.postgres import checked_hostaddr, extra_params
 
     params: dict[str, Any] = {
         # A libpq option extra may not set raises ExtraNotAllowed, a ValueError: the trigger fails.
         **extra_params(conn.extra),
+        # A destination the queue's egress policy refuses raises EgressDenied: the trigger fails.
+        **checked_hostaddr(conn.host or "", conn.port or 5432),
         "host": conn.host,
         "port": conn.port or 5432,
         "user": conn.login,
@@ -153,13 +155,19 @@ def query_mysql(conn: ConnectionFields, sql: str, parameters: Params, timeout: f
     import pymysql
 
     from activities.testers.mysql import driver_options
+    from airlock.egress import checked_addresses
+    from worker.egress import current_policy
 
     # An ssl option extra may not set raises ExtraNotAllowed, a ValueError: the trigger fails.
     options = driver_options(conn.extra)
+    port = conn.port or 3306
+    # Checked against the queue's egress policy (EgressDenied fails the trigger); without TLS the
+    # driver is given the checked address itself, so a second lookup cannot lead elsewhere.
+    addresses = checked_addresses(current_policy(), conn.host or "", port)
     try:
         db = pymysql.connect(
-            host=conn.host,
-            port=conn.port or 3306,
+            host=conn.host if "ssl" in options else addresses[0],
+            port=port,
             user=conn.login,
             password=conn.password or "",
             database=conn.schema_,
