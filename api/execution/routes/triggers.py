@@ -79,13 +79,17 @@ async def post_event(
     log.info("trigger fired", event_type=body.event_type, applied=applied)
 
 
-@router.post("/{trigger_id}/failure", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
+@router.post(
+    "/{trigger_id}/failure",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_RESPONSES, 409: {"description": "trigger ended"}},
+)
 async def post_failure(
     trigger_id: str, body: TriggerFailureBody, principal: TriggerTokenDep, session: SessionDep
 ) -> None:
     """The trigger raised: it fails, and its task instance resumes in ``__fail__`` with the error."""
     bind_work(trigger_id=trigger_id, queue=None, worker=None)  # a refused report names it too
-    await _held(session, trigger_id, principal)
+    triggers.check_active(await _held(session, trigger_id, principal))
     changed = await triggers.end(
         session, trigger_id, state=TriggerState.FAILED, reason=body.error, traceback=body.traceback or ""
     )
@@ -93,7 +97,11 @@ async def post_failure(
     log.info("trigger failed", error=shorten(body.error), applied=changed)
 
 
-@router.post("/{trigger_id}/logs", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
+@router.post(
+    "/{trigger_id}/logs",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_RESPONSES, 409: {"description": "trigger ended"}},
+)
 async def post_logs(
     trigger_id: str,
     body: TriggerLogBatch,
@@ -113,7 +121,10 @@ async def post_logs(
     await _bind(session, trigger_id, worker=body.triggerer)
 
 
-@router.get("/{trigger_id}/connections/{connection_id}", responses=_RESPONSES)
+@router.get(
+    "/{trigger_id}/connections/{connection_id}",
+    responses={**_RESPONSES, 409: {"description": "trigger ended"}},
+)
 async def get_connection(
     trigger_id: str,
     connection_id: str,
