@@ -137,6 +137,13 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
         # claim, and with the claim's token).
         fields_queue, queue = unique("q"), unique("q")
         worker_token = (await stack.provision("silent", [fields_queue, queue]))["AIRLOCK_WORKER_TOKEN"]
+        # A live job on the queue (a silent worker: nothing polls it), so the test waits to be claimed.
+        serving = await client.post(
+            "/execution/jobs",
+            headers=_execution(worker_token),
+            content=raw({"hostname": "silent", "queues": [fields_queue], "conn_types": ["tcp"]}),
+        )
+        assert serving.status_code == 201, serving.text
         test = await client.post(
             "/api/v2/connections/test", headers=admin, content=raw({**fields, "queue": fields_queue})
         )
