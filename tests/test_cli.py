@@ -158,7 +158,7 @@ async def test_triggers_list_never_cuts_ids_on_a_narrow_terminal(stack) -> None:
 
 
 def command_tree() -> Iterator[tuple[list[str], Any]]:
-    """Every command of ``airlock``, the lazily registered ones (api, db, tokens, worker) loaded."""
+    """Every command of ``airlock``, the lazily registered ones (api, db, worker) loaded."""
     root = typer.main.get_command(airlock.cli.app)
     context_type = type(root.make_context("airlock", [], resilient_parsing=True))
 
@@ -176,7 +176,8 @@ def test_every_command_and_option_has_help() -> None:
     tree = list(command_tree())
     paths = {" ".join(path) for path, _ in tree}
     assert {"connections test", "triggers list", "triggers show", "dev", "api", "db upgrade"} <= paths
-    assert {"tokens worker", "worker"} <= paths
+    assert {"workers add", "workers list", "workers revoke", "worker"} <= paths
+    assert not any(path.startswith("tokens") for path in paths)  # `airlock tokens worker` is gone
     env = {**os.environ, "COLUMNS": "200"}
     for path, command in tree:
         where = f"airlock {' '.join(path)}".strip()

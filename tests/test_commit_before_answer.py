@@ -16,7 +16,6 @@ from sqlalchemy import create_engine, text
 
 from airlock.execution import TriggerEventBody
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
-from api.core.security import mint_trigger_token, mint_worker_token, mint_workload_token
 from api.db.session import sync_url
 from tests.stack import Stack, unique
 from worker.client import ExecutionAPIClient, ExecutionAPIError
@@ -79,7 +78,7 @@ def _execution(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION}
 
 
-async def _waiting_task_instance(client: httpx.AsyncClient, **defer: Any) -> dict[str, Any]:
+async def _waiting_task_instance(client: httpx.AsyncClient, queue: str, **defer: Any) -> dict[str, Any]:
     """A task instance deferred to a trigger on a queue nobody serves: it waits, for this test to fire it."""
     deferred = await client.post(
         "/api/v2/task-instances",
@@ -90,7 +89,7 @@ async def _waiting_task_instance(client: httpx.AsyncClient, **defer: Any) -> dic
             "defer": {
                 "classpath": "airlock.triggers.FileTrigger",
                 "kwargs": {"filepath": "/nonexistent/commit-test"},
-                "queue": unique("nobody"),
+                "queue": queue,
                 "next_method": "resume",
                 **defer,
             },
@@ -99,6 +98,23 @@ async def _waiting_task_instance(client: httpx.AsyncClient, **defer: Any) -> dic
     assert deferred.status_code == 201, deferred.text
     ti: dict[str, Any] = deferred.json()
     return ti
+
+
+async def _claimed_trigger(
+    stack: Stack, client: httpx.AsyncClient, **defer: Any
+) -> tuple[dict[str, Any], str]:
+    """A waiting task instance whose trigger this test claimed, as a provisioned triggerer of its queue:
+    the task instance and the claim's trigger token."""
+    queue = unique("nobody")
+    triggerer = (await stack.provision("commit-trig", [queue], triggerer=True))["AIRLOCK_WORKER_TOKEN"]
+    ti = await _waiting_task_instance(client, queue, **defer)
+    claimed = await client.post(
+        f"/execution/triggers/{ti['trigger_id']}/workload",
+        headers=_execution(triggerer),
+        json={"job_id": None, "triggerer": "commit-test"},
+    )
+    assert claimed.status_code == 200, claimed.text
+    return ti, str(claimed.json()["token"])
 
 
 @POSTGRES
@@ -134,7 +150,7 @@ async def test_test_state_patch_whose_commit_fails_is_retried_and_lands_once(
     async with stack.client() as client:
         # A live job on the queue lets the test be queued; no Temporal worker polls it, so the test
         # waits for a worker that never comes while this test plays the worker's part.
-        worker = _execution(mint_worker_token(stack.settings, "commit-test"))
+        worker = _execution((await stack.provision("commit-test", [queue]))["AIRLOCK_WORKER_TOKEN"])
         job = await client.post(
             "/execution/jobs",
             headers=worker,
@@ -146,17 +162,30 @@ async def test_test_state_patch_whose_commit_fails_is_retried_and_lands_once(
         )
         assert submitted.status_code == 202, submitted.text
         test_id = submitted.json()["id"]
+        for _ in range(300):  # dispatched: a worker may claim it
+            if (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] == "queued":
+                break
+            await asyncio.sleep(0.1)
         await commit_failures.arm(
             "fail_running", "connection_test", "UPDATE", "NEW.state = 'running'", times=1
         )
         await commit_failures.arm(
             "fail_result", "connection_test", "UPDATE", "NEW.state = 'success'", times=1
         )
-        token = _execution(mint_workload_token(stack.settings, test_id, 300))
+        # The claim (the test runs on this worker; its token is handed out) answers only once stored.
+        claim_path = f"/execution/connection-tests/{test_id}/claim"
+        claim = {"worker": "w1", "job_id": job.json()["id"]}
+        refused = await client.post(claim_path, headers=worker, json=claim)
+        assert refused.status_code == 503 and "token" not in refused.json(), refused.text
+        unclaimed = (await client.get(f"/api/v2/connections/test/{test_id}")).json()
+        assert (unclaimed["state"], unclaimed["worker"]) == ("queued", None)
+        claimed = await client.post(claim_path, headers=worker, json=claim)
+        assert claimed.status_code == 200, claimed.text
+        stored = (await client.get(f"/api/v2/connections/test/{test_id}")).json()
+        assert (stored["state"], stored["worker"]) == ("running", "w1")
+        token = _execution(claimed.json()["token"])
         path = f"/execution/connection-tests/{test_id}/state"
         running = {"state": "running", "worker": "w1"}
-        assert (await client.patch(path, headers=token, json=running)).status_code == 503
-        assert (await client.get(f"/api/v2/connections/test/{test_id}")).json()["worker"] is None
         assert (await client.patch(path, headers=token, json=running)).status_code == 204
         assert (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] == "running"
 
@@ -169,6 +198,7 @@ async def test_test_state_patch_whose_commit_fails_is_retried_and_lands_once(
         # Terminal is final: the same report again is refused, not applied twice.
         assert (await client.patch(path, headers=token, json=result)).status_code == 409
     assert await commit_failures.failures("fail_result") == 2
+    assert await commit_failures.failures("fail_running") >= 2
 
 
 @POSTGRES
@@ -177,9 +207,9 @@ async def test_trigger_event_whose_commit_fails_is_retried_and_applied_once(
 ) -> None:
     stack: Stack = await make_stack()
     async with stack.client() as client:
-        ti = await _waiting_task_instance(client, next_kwargs={"kept": 1})
+        ti, trigger_token = await _claimed_trigger(stack, client, next_kwargs={"kept": 1})
         await commit_failures.arm("fail_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=1)
-        token = _execution(mint_trigger_token(stack.settings, ti["trigger_id"], 300))
+        token = _execution(trigger_token)
         event: dict[str, Any] = {"event_type": "event", "payload": '{"__airlock_serde__": 1, "value": 7}'}
         path = f"/execution/triggers/{ti['trigger_id']}/event"
         assert (await client.post(path, headers=token, json=event)).status_code == 503
@@ -202,10 +232,9 @@ async def test_the_worker_client_retries_a_failed_commit_until_it_lands(make_sta
     event once; a refusal (4xx) is raised at once, marked as not worth retrying."""
     stack: Stack = await make_stack()
     async with stack.client() as client:
-        ti = await _waiting_task_instance(client)
+        ti, token = await _claimed_trigger(stack, client)
     await commit_failures.arm("fail_client_event", "trigger", "UPDATE", "NEW.state = 'fired'", times=2)
     retries: list[int] = []
-    token = mint_trigger_token(stack.settings, ti["trigger_id"], 300)
     event = TriggerEventBody(payload='{"__airlock_serde__": 1, "value": "x"}')
     async with ExecutionAPIClient(
         stack.api.url, token, retry_for=30, on_retry=lambda: retries.append(1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,16 +18,18 @@ from fastapi.routing import APIRoute
 from airlock.version import EXECUTION_API_VERSION_HEADER, EXECUTION_API_VERSIONS
 from api.core.config import Settings
 from api.core.security import (
+    WORKER_CLAIM,
     WORKLOAD_SCOPE,
     mint_task_instance_token,
     mint_trigger_token,
-    mint_worker_token,
     mint_workload_token,
 )
 from api.execution.app import OPENAPI_DIR, create_execution_app, openapi_document
+from api.services.workers import split_credential
+from tests import secret_scan
 from tests.hostile.conftest import seed
 from tests.reliability import record
-from tests.stack import unique
+from tests.stack import Stack, unique
 
 
 def test_checked_in_openapi_matches_code() -> None:
@@ -44,17 +48,23 @@ def _routes(version: str) -> list[tuple[str, str]]:
 
 
 # The credential each route family takes. A route outside these families fails the matrix loudly:
-# whoever adds one says here which token it takes.
+# whoever adds one says here which credential it takes. Claims take the worker's own credential.
+ROUTES = {
+    "/connection-tests/{test_id}/claim": "worker",
+    "/triggers/{trigger_id}/workload": "triggerer",
+}
 FAMILIES = {
     "/connection-tests/": "connection-test",
     "/triggers/": "trigger",
     "/task-instances/": "task-instance",
     "/jobs": "worker",
 }
+KINDS = ("connection-test", "trigger", "task-instance", "worker", "triggerer")
 
 # Valid bodies, so that a route that forgot its check would answer 2xx (and fail the test), not 422.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/connection-tests/{test_id}/state"): {"state": "running", "worker": "w"},
+    ("POST", "/connection-tests/{test_id}/claim"): {"worker": "w", "job_id": None},
     ("POST", "/jobs"): {"hostname": "h", "queues": ["q"]},
     ("POST", "/triggers/{trigger_id}/workload"): {"triggerer": "t"},
     ("POST", "/triggers/{trigger_id}/event"): {"payload": "{}"},
@@ -64,27 +74,93 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PATCH", "/task-instances/{task_instance_id}/state"): {
         "state": "deferred",
-        "trigger": {"classpath": "activities.triggers.time.TimeDeltaTrigger", "kwargs": {"delta": 60}},
+        "trigger": {
+            "classpath": "activities.triggers.time.TimeDeltaTrigger",
+            "kwargs": {"delta": 60},
+            "queue": "q",
+        },
         "next_method": "resume",
     },
 }
 
 
 def _family(path: str) -> str:
+    if path in ROUTES:
+        return ROUTES[path]
     for prefix, kind in FAMILIES.items():
         if path.startswith(prefix):
             return kind
     raise AssertionError(f"route {path} is in no credential family: add it to FAMILIES")
 
 
-def _token(settings: Settings, kind: str, resource_id: str, ttl: float = 300) -> str:
-    if kind == "connection-test":
-        return mint_workload_token(settings, resource_id, ttl)
-    if kind == "trigger":
-        return mint_trigger_token(settings, resource_id, ttl)
-    if kind == "task-instance":
-        return mint_task_instance_token(settings, resource_id, ttl)
-    return mint_worker_token(settings, resource_id, ttl)
+@dataclass
+class Credentials:
+    """The seeded worker and triggerer (they hold the seeded test and trigger; the worker registered
+    the seeded job), and provisioned credentials that must not pass: another worker and another
+    triggerer (of other queues), a revoked worker and an expired one."""
+
+    settings: Settings
+    admin_token: str
+    worker: str
+    worker_name: str
+    triggerer: str
+    triggerer_name: str
+    other_worker: str
+    other_worker_name: str
+    other_triggerer: str
+    revoked: str
+    revoked_name: str
+    expired: str
+
+    def token(self, kind: str, resource_id: str, ttl: float = 300, holder: str | None = None) -> str:
+        """The right credential of ``kind`` for ``resource_id``: a workload token handed to the worker
+        holding it (or to ``holder``), or the seeded worker's or triggerer's own credential."""
+        if kind == "connection-test":
+            return mint_workload_token(self.settings, resource_id, holder or self.worker_name, ttl)
+        if kind == "trigger":
+            return mint_trigger_token(self.settings, resource_id, holder or self.triggerer_name, ttl)
+        if kind == "task-instance":
+            return mint_task_instance_token(self.settings, resource_id, ttl)
+        return self.triggerer if kind == "triggerer" else self.worker
+
+
+async def _credentials(stack: Stack, seeded: Any) -> Credentials:
+    other_worker = (await stack.provision("other", [unique("elsewhere")]))["AIRLOCK_WORKER_TOKEN"]
+    other_triggerer = (await stack.provision("other-trig", [unique("elsewhere")], triggerer=True))[
+        "AIRLOCK_WORKER_TOKEN"
+    ]
+    # Provisioned for the seeded queues, then revoked; and one that expired (7 ms of validity).
+    revoked = (await stack.provision("revoked", ["q", stack.settings.default_queue]))["AIRLOCK_WORKER_TOKEN"]
+    async with stack.client() as admin:
+        response = await admin.post(
+            "/api/v2/workers",
+            json={"name": unique("expired"), "queues": ["q"], "expires_in_days": 1e-7},
+        )
+        assert response.status_code == 201, response.text
+        expired = response.json()["env"]["AIRLOCK_WORKER_TOKEN"]
+        secret_scan.register(expired, secret_scan.TOKEN)
+        assert (await admin.delete(f"/api/v2/workers/{_name(revoked)}")).status_code == 204
+    await asyncio.sleep(0.05)
+    return Credentials(
+        settings=stack.settings,
+        admin_token=stack.secrets.admin_token,
+        worker=seeded.worker_token,
+        worker_name=seeded.worker_name,
+        triggerer=seeded.triggerer_token,
+        triggerer_name=seeded.triggerer_name,
+        other_worker=other_worker,
+        other_worker_name=_name(other_worker),
+        other_triggerer=other_triggerer,
+        revoked=revoked,
+        revoked_name=_name(revoked),
+        expired=expired,
+    )
+
+
+def _name(credential: str) -> str:
+    parts = split_credential(credential)
+    assert parts is not None
+    return parts[0]
 
 
 def _forged(claims: dict[str, Any], key: str | None = "not-the-key-not-the-key-not-the-key!") -> str:
@@ -95,31 +171,51 @@ def _forged(claims: dict[str, Any], key: str | None = "not-the-key-not-the-key-n
     return jwt.encode(body, key, algorithm="HS256")
 
 
-def _matrix(
-    settings: Settings, admin_token: str, kind: str, resource_id: str, owner: str
-) -> dict[str, tuple[str | None, int]]:
+def _matrix(creds: Credentials, kind: str, resource_id: str) -> dict[str, tuple[str | None, int]]:
     """Every credential a route must refuse, with the status it must refuse it with."""
-    subject = f"{kind}:{resource_id}"
-    scope = {"connection-test": WORKLOAD_SCOPE}.get(kind, kind)
-    right = {"sub": subject, "scope": scope, "aud": settings.jwt_audience}
+    settings = creds.settings
+    worker_kind = kind in ("worker", "triggerer")
+    if worker_kind:
+        # A worker JWT as releases before provisioned workers minted them.
+        right = {"sub": f"worker:{creds.worker_name}", "scope": "worker", "aud": settings.jwt_audience}
+    else:
+        scope = {"connection-test": WORKLOAD_SCOPE}.get(kind, kind)
+        right = {"sub": f"{kind}:{resource_id}", "scope": scope, "aud": settings.jwt_audience}
+        if kind in ("connection-test", "trigger"):
+            right[WORKER_CLAIM] = creds.worker_name if kind == "connection-test" else creds.triggerer_name
     cases: dict[str, tuple[str | None, int]] = {
         "no token": (None, 401),
         "malformed": ("Bearer not.a.jwt", 401),
-        "not bearer": (f"Basic {_token(settings, kind, resource_id)}", 401),
+        "not bearer": (f"Basic {creds.token(kind, resource_id)}", 401),
         "bad signature": (f"Bearer {_forged(right)}", 401),
         "unsigned (alg none)": (f"Bearer {_forged(right, key=None)}", 401),
         "wrong audience": (f"Bearer {_forged({**right, 'aud': 'elsewhere'}, settings.jwt_secret)}", 401),
-        "expired": (f"Bearer {_token(settings, kind, resource_id, ttl=-10)}", 401),
-        "public API token": (f"Bearer {admin_token}", 401),
+        "public API token": (f"Bearer {creds.admin_token}", 401),
     }
-    if resource_id:
-        # Same kind, another workload (for a job: another worker's credential).
-        other = f"another-{owner}" if kind == "worker" else f"another-{resource_id}"
-        cases["other workload"] = (f"Bearer {_token(settings, kind, other)}", 403)
-    for other_kind in ("connection-test", "trigger", "task-instance", "worker"):
+    if worker_kind:
+        name, _, _ = creds.token(kind, resource_id).removeprefix("aw1.").partition(".")
+        cases["expired"] = (f"Bearer {creds.expired}", 401)
+        cases["revoked"] = (f"Bearer {creds.revoked}", 401)
+        cases["forged secret"] = (f"Bearer aw1.{name}.{'A' * 43}", 401)
+        cases["worker JWT of an earlier release"] = (f"Bearer {_forged(right, settings.jwt_secret)}", 401)
+        # Another worker's credential (of other queues, in the same role): not its job, test, trigger
+        # or queue.
+        other = creds.other_triggerer if kind == "triggerer" else creds.other_worker
+        cases["another worker"] = (f"Bearer {other}", 403)
+    else:
+        cases["expired"] = (f"Bearer {creds.token(kind, resource_id, ttl=-10)}", 401)
+    if resource_id and not worker_kind:
+        # Same kind, another workload.
+        cases["other workload"] = (f"Bearer {creds.token(kind, f'another-{resource_id}')}", 403)
+    if resource_id and kind in ("connection-test", "trigger"):
+        # This workload's token, handed to a worker that does not hold it, or to a revoked one.
+        other_holder = creds.token(kind, resource_id, holder=creds.other_worker_name)
+        cases["handed to another worker"] = (f"Bearer {other_holder}", 403)
+        revoked_holder = creds.token(kind, resource_id, holder=creds.revoked_name)
+        cases["handed to a revoked worker"] = (f"Bearer {revoked_holder}", 401)
+    for other_kind in KINDS:
         if other_kind != kind:
-            token = _token(settings, other_kind, owner if other_kind == "worker" else resource_id)
-            cases[f"{other_kind} token"] = (f"Bearer {token}", 403)
+            cases[f"{other_kind} credential"] = (f"Bearer {creds.token(other_kind, resource_id)}", 403)
     return cases
 
 
@@ -132,7 +228,7 @@ async def test_every_route_rejects_bad_credentials(make_stack) -> None:
     """Generated from the checked-in OpenAPI route table of every version (the drift test keeps it equal
     to the code), so a new route cannot be missed: every route x every bad credential -> 401 or 403."""
     seeded = await seed(await make_stack())
-    settings = seeded.stack.settings
+    creds = await _credentials(seeded.stack, seeded)
     ids = seeded.path_ids
     unexpected: list[str] = []
     tried: Counter[tuple[str, str, str]] = Counter()
@@ -144,8 +240,7 @@ async def test_every_route_rejects_bad_credentials(make_stack) -> None:
                 assert all(n in ids for n in names), f"{path}: no real id for {names}"
                 url = path.format(**ids)
                 primary = next((ids[n] for n in names if n != "connection_id"), "")
-                owner = "hostile"  # the worker that registered the seeded job
-                cases = _matrix(settings, seeded.stack.secrets.admin_token, kind, primary, owner)
+                cases = _matrix(creds, kind, primary)
                 for name, (authorization, expected) in cases.items():
                     headers = {EXECUTION_API_VERSION_HEADER: version}
                     if authorization:
@@ -173,30 +268,54 @@ async def test_every_route_rejects_bad_credentials(make_stack) -> None:
         ti = (await admin.get(f"/api/v2/task-instances/{seeded.task_instance_id}")).json()
         test = (await admin.get(f"/api/v2/connections/test/{seeded.test_id}")).json()
     assert trigger["state"] == "scheduled" and trigger["event_payload"] is None and trigger["failure"] is None
+    assert trigger["triggerer"] is None
     assert ti["state"] == "running" and ti["trigger_id"] is None
     assert test["worker"] is None
 
 
 async def test_workload_token_reads_only_its_own_test(stack) -> None:
-    async with stack.client() as admin:
+    queues = [unique("q"), unique("q")]
+    worker = (await stack.provision("reader", queues))["AIRLOCK_WORKER_TOKEN"]
+    headers = {EXECUTION_API_VERSION_HEADER: EXECUTION_API_VERSIONS[-1]}
+    async with (
+        stack.client() as admin,
+        httpx.AsyncClient(base_url=stack.api.url + "/execution", headers=headers) as client,
+    ):
+        # A live job on both queues (nothing polls them): the tests wait, dispatched, to be claimed.
+        job = await client.post(
+            "/jobs",
+            headers={"Authorization": f"Bearer {worker}"},
+            json={"hostname": "h", "queues": queues, "conn_types": ["postgres"]},
+        )
+        assert job.status_code == 201, job.text
         ids = []
-        for _ in range(2):
+        for queue in queues:
             r = await admin.post(
                 "/api/v2/connections/test",
-                json={"uri": "postgres://alice:s3cret@127.0.0.1:1/db", "queue": unique("q")},
+                json={"uri": "postgres://alice:s3cret@127.0.0.1:1/db", "queue": queue},
             )
             ids.append(r.json()["id"])
-    token_a = mint_workload_token(stack.settings, ids[0], 60)
-    headers = {"Authorization": f"Bearer {token_a}", EXECUTION_API_VERSION_HEADER: EXECUTION_API_VERSIONS[-1]}
-    async with httpx.AsyncClient(base_url=stack.api.url + "/execution", headers=headers) as client:
-        mine = await client.get(f"/connection-tests/{ids[0]}/connection")
+        for _ in range(300):
+            if (await admin.get(f"/api/v2/connections/test/{ids[0]}")).json()["state"] != "pending":
+                break
+            await asyncio.sleep(0.1)
+        claimed = await client.post(
+            f"/connection-tests/{ids[0]}/claim",
+            headers={"Authorization": f"Bearer {worker}"},
+            json={"worker": "h:1", "job_id": job.json()["id"]},
+        )
+        assert claimed.status_code == 200, claimed.text
+        token_a = {"Authorization": f"Bearer {claimed.json()['token']}"}
+        mine = await client.get(f"/connection-tests/{ids[0]}/connection", headers=token_a)
         assert mine.status_code == 200
         assert mine.json()["password"] == "s3cret" and mine.json()["login"] == "alice"
-        assert (await client.get(f"/connection-tests/{ids[1]}/connection")).status_code == 403
+        assert (
+            await client.get(f"/connection-tests/{ids[1]}/connection", headers=token_a)
+        ).status_code == 403
 
 
 async def test_unknown_version_is_refused(stack) -> None:
-    token = mint_worker_token(stack.settings, "w")
+    token = (await stack.provision("w", ["q"]))["AIRLOCK_WORKER_TOKEN"]
     async with httpx.AsyncClient(base_url=stack.api.url + "/execution") as client:
         response = await client.post(
             "/jobs",
@@ -208,8 +327,8 @@ async def test_unknown_version_is_refused(stack) -> None:
 
 async def test_jobs_belong_to_their_worker(stack) -> None:
     headers = {EXECUTION_API_VERSION_HEADER: EXECUTION_API_VERSIONS[-1]}
-    a = {"Authorization": f"Bearer {mint_worker_token(stack.settings, 'a')}", **headers}
-    b = {"Authorization": f"Bearer {mint_worker_token(stack.settings, 'b')}", **headers}
+    a = {"Authorization": f"Bearer {(await stack.provision('a', ['q']))['AIRLOCK_WORKER_TOKEN']}", **headers}
+    b = {"Authorization": f"Bearer {(await stack.provision('b', ['q']))['AIRLOCK_WORKER_TOKEN']}", **headers}
     async with httpx.AsyncClient(base_url=stack.api.url + "/execution") as client:
         job = (await client.post("/jobs", headers=a, json={"hostname": "h", "queues": ["q"]})).json()["id"]
         assert (await client.post(f"/jobs/{job}/heartbeat", headers=a)).status_code == 204

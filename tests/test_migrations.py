@@ -4,6 +4,7 @@ downgrade and upgrade again both work. On SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -85,6 +86,51 @@ def test_0004_upgrades_a_database_with_rows_and_downgrades(database_url: str) ->
             columns = {c["name"] for c in sa.inspect(conn).get_columns("connection")}
             assert "revision" not in columns
             assert conn.execute(sa.text("select count(*) from trigger_log")).scalar_one() == 2
+        upgrade(database_url)
+        with engine.connect() as conn:
+            assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+@ALL_DATABASES
+def test_0005_leaves_existing_rows_unclaimed_and_allowed_nothing(database_url: str) -> None:
+    """Migration 0005 on a database with rows: tests and triggers in flight are held by no worker
+    credential (their old tokens act no more), a running task instance may defer onto nothing until an
+    administrator allows it; the downgrade drops the new table and columns and keeps the rows."""
+    upgrade(database_url, "0003")
+    engine = sa.create_engine(sync_url(database_url))
+    try:
+        _seed_at_0003(engine)
+        upgrade(database_url, "0004")
+        columns = ("id", "dag_id", "run_id", "task_id", "map_index", "state", "created_at", "updated_at")
+        ti = _table("task_instance", *columns)
+        row = {"id": "ti1", "dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1, "state": "running"}
+        with engine.begin() as conn:
+            conn.execute(sa.insert(ti).values(**row, created_at=NOW, updated_at=NOW))
+        upgrade(database_url, "0005")
+        with engine.connect() as conn:
+            tests = conn.execute(sa.text("select id, credential from connection_test")).all()
+            triggers = conn.execute(_table("trigger", "id", "credential").select()).all()
+            allowed = conn.execute(
+                sa.text("select allowed_queues, allowed_connections from task_instance")
+            ).one()
+            workers = conn.execute(sa.text("select count(*) from worker_credential")).scalar_one()
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert sorted(tests) == [("done", None), ("in-flight", None)]
+        assert list(triggers) == [("t1", None)]
+        assert [v if isinstance(v, list) else json.loads(v) for v in allowed] == [[], []]
+        assert workers == 0
+        assert not diff, diff
+
+        command.downgrade(alembic_config(database_url), "0004")
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            assert "worker_credential" not in inspector.get_table_names()
+            assert "credential" not in {c["name"] for c in inspector.get_columns("connection_test")}
+            assert "credential" not in {c["name"] for c in inspector.get_columns("trigger")}
+            assert "allowed_queues" not in {c["name"] for c in inspector.get_columns("task_instance")}
+            assert conn.execute(sa.text("select count(*) from task_instance")).scalar_one() == 1
         upgrade(database_url)
         with engine.connect() as conn:
             assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)

@@ -26,7 +26,7 @@ from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from airlock.codec import ENCODING, make_codec
+from airlock.codec import ENCODING, master_codec
 from airlock.protocol import CONNECTION_TEST_FAILED_ERROR, connection_test_workflow_id, trigger_workflow_id
 from airlock.summaries import shorten, target_of
 from airlock.triggers import TIMEDELTA_TRIGGER
@@ -158,10 +158,10 @@ async def test_every_line_about_a_test_or_trigger_names_it_its_queue_and_worker(
         # The access log is on, and its lines about the test name it as well.
         access = [e for e in about(api, test_id) if e["logger"] == "uvicorn.access"]
         paths = {(e["method"], e["path"].replace(test_id, "{id}")) for e in access}
+        # (A worker claims its test, which marks it running and hands it the connection, in one call.)
         assert {
             ("GET", "/api/v2/connections/test/{id}"),
-            ("PATCH", "/execution/connection-tests/{id}/state"),
-            ("GET", "/execution/connection-tests/{id}/connection"),
+            ("POST", "/execution/connection-tests/{id}/claim"),
         } <= paths, paths
     api_finished = [e for e in api if e["event"] == "connection test finished" and e["test_id"] in json_tests]
     assert [e["worker"] for e in api_finished] == [identities[queue]] * 2
@@ -368,7 +368,7 @@ async def test_temporal_ui_names_each_test_and_shows_failed_ones_failed(make_sta
     # And the histories (decoded with the key: user metadata among the payloads) hold no secret.
     scanner = Scanner()
     scanner.register(password, secret_scan.PASSWORD)
-    codec = make_codec("k1", dev_secrets.payload_key)
+    codec = master_codec("k1", dev_secrets.payload_key)
     for test_id in ids.values():
         assert await scanner.scan_temporal(raw, codec, only_prefix=connection_test_workflow_id(test_id)) == []
 

@@ -11,12 +11,7 @@ import httpx
 import pytest
 
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
-from api.core.security import (
-    mint_task_instance_token,
-    mint_trigger_token,
-    mint_worker_token,
-    mint_workload_token,
-)
+from api.core.security import mint_task_instance_token
 from tests.hostile.conftest import WAITING_TRIGGER, Seeded, seed
 from tests.reliability import record
 from tests.stack import Stack, unique
@@ -36,15 +31,32 @@ def _execution(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION}
 
 
-async def _announce_worker(stack: Stack, client: httpx.AsyncClient, *queues: str) -> None:
-    """A worker that announces itself and never polls: the tests it is sent stay waiting."""
-    token = mint_worker_token(stack.settings, "silent")
+async def _announce_worker(stack: Stack, client: httpx.AsyncClient, *queues: str) -> str:
+    """A worker that announces itself and never polls: the tests it is sent stay waiting. Its
+    credential."""
+    token = (await stack.provision("silent", list(queues)))["AIRLOCK_WORKER_TOKEN"]
     job = await client.post(
         "/execution/jobs",
         headers=_execution(token),
         json={"hostname": "silent", "queues": list(queues), "conn_types": ["tcp"]},
     )
     assert job.status_code == 201, job.text
+    return token
+
+
+async def _claim(client: httpx.AsyncClient, worker: str, test_id: str) -> str:
+    """The worker claims the test once it is dispatched: the claim's token."""
+    for _ in range(300):
+        if (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] != "pending":
+            break
+        await asyncio.sleep(0.1)
+    claimed = await client.post(
+        f"/execution/connection-tests/{test_id}/claim",
+        headers=_execution(worker),
+        json={"worker": "silent:1", "job_id": None},
+    )
+    assert claimed.status_code == 200, claimed.text
+    return str(claimed.json()["token"])
 
 
 async def _snapshot(seeded: Seeded) -> dict[str, list[Any]]:
@@ -68,7 +80,7 @@ async def test_waiting_connection_tests_are_capped_per_queue_and_in_all(seeded_s
     stack = seeded.stack
     qa, qb = unique("qa"), unique("qb")
     async with stack.client() as client:
-        await _announce_worker(stack, client, qa, qb)
+        worker = await _announce_worker(stack, client, qa, qb)
 
         async def submit(queue: str) -> httpx.Response:
             return await client.post(
@@ -101,7 +113,7 @@ async def test_waiting_connection_tests_are_capped_per_queue_and_in_all(seeded_s
         first = accepted[0].json()["id"]
         ended = await client.patch(
             f"/execution/connection-tests/{first}/state",
-            headers=_execution(mint_workload_token(stack.settings, first, 60)),
+            headers=_execution(await _claim(client, worker, first)),
             json={"state": "failed", "result_message": "ended by the test"},
         )
         assert ended.status_code == 204, ended.text
@@ -124,7 +136,9 @@ async def test_active_triggers_are_capped_per_queue(seeded_stack) -> None:
         created = [await client.post("/api/v2/triggers", json=standalone) for _ in range(2)]
         assert [r.status_code for r in created] == [201, 201], [r.text for r in created]
         running = await client.post(
-            "/api/v2/task-instances", json={"dag_id": "d", "run_id": unique("run"), "task_id": "t"}
+            "/api/v2/task-instances",
+            # Allowed onto the queue: the cap, not the allowance, is what refuses its deferral.
+            json={"dag_id": "d", "run_id": unique("run"), "task_id": "t", "allowed_queues": [queue]},
         )
         assert running.status_code == 201, running.text
         before = await _snapshot(seeded)
@@ -166,9 +180,15 @@ async def test_active_triggers_are_capped_per_queue(seeded_stack) -> None:
 async def test_a_chatty_trigger_keeps_its_newest_lines(seeded_stack) -> None:
     seeded: Seeded = await seeded_stack(max_log_lines_per_trigger=5)
     stack = seeded.stack
-    headers = _execution(mint_trigger_token(stack.settings, seeded.trigger_id, 60))
     sent = 0
     async with stack.client() as client:
+        claimed = await client.post(
+            f"/execution/triggers/{seeded.trigger_id}/workload",
+            headers=_execution(seeded.triggerer_token),
+            json={"job_id": None, "triggerer": "chatty"},
+        )
+        assert claimed.status_code == 200, claimed.text
+        headers = _execution(claimed.json()["token"])
         for _ in range(4):
             lines = [
                 {"timestamp": "2026-01-01T00:00:00Z", "level": "INFO", "message": f"line {sent + n}"}

@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import create_engine, text
 from starlette.routing import Mount
 
-from api.core.security import mint_worker_token
+from api.core.security import mint_task_instance_token
 from api.db.session import sync_url
 from api.docs import ASSETS_PATH as DOCS_ASSETS
 from tests.reliability import record
@@ -131,12 +131,14 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
     assert {p for _, p in guarded if p.startswith("/api/v2")} and {"/codec/encode", "/codec/decode"} <= {
         p for _, p in guarded
     }
-    worker_jwt = mint_worker_token(stack.settings, "w")
+    worker = (await stack.provision("w", ["q"]))["AIRLOCK_WORKER_TOKEN"]
+    execution_jwt = mint_task_instance_token(stack.settings, "x", 300)
     credentials = {
         "no token": {},
         "wrong token": {"Authorization": "Bearer wrong"},
         "not bearer": {"Authorization": f"Basic {stack.secrets.admin_token}"},
-        "an Execution API token": {"Authorization": f"Bearer {worker_jwt}"},
+        "an Execution API token": {"Authorization": f"Bearer {execution_jwt}"},
+        "a worker's credential": {"Authorization": f"Bearer {worker}"},
         "the codec token": {"Authorization": f"Bearer {stack.secrets.codec_token}"},
     }
     refused = 0

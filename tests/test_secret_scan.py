@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
-from airlock.codec import make_codec, make_data_converter
+from airlock.codec import make_data_converter, master_codec
 from airlock.connection import ConnectionFields
 from api.core.config import Settings
 from tests import secret_scan, services
@@ -52,7 +52,13 @@ def test_every_form_of_a_secret_is_found_and_nothing_else() -> None:
         assert scanner.find(f"Authorization: Basic {header}", "basic auth")
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3b3JrZXI6YSJ9.c2lnbmF0dXJl"
     assert [f.what for f in scanner.find(f"token={jwt}", "log")] == ["a JWT"]
-    assert scanner.find(f"token={jwt}", "decoded payload", NOT_TOKENS) == []
+    # Decoded payloads carry no token any more: one there is a finding, like anywhere else.
+    assert [f.what for f in scanner.find(f"token={jwt}", "decoded payload")] == ["a JWT"]
+    # A provisioned worker's credential is a token too.
+    credential = "aw1.edge-a-1f2e3d." + "Yq20R1Vk8NUKGNeq6Q-3amKAmmMCkIeAOCotJ-9Ra0c"
+    assert [f.what for f in scanner.find(f"AIRLOCK_WORKER_TOKEN={credential}", "log")] == ["a JWT"]
+    # Only where a token is the purpose (the output of a command that hands one out) is one allowed.
+    assert scanner.find(f"token={jwt} {credential}", "output handing out a token", NOT_TOKENS) == []
     assert scanner.find("an ordinary line with eyJ in it, and alice", "clean") == []
     # A finding never repeats the secret it found.
     [finding] = scanner.find(f"connecting with {password}", "raw")
@@ -123,7 +129,7 @@ async def test_a_leak_in_a_log_is_found(
 async def test_a_leak_in_a_workflow_history_is_found(temporal_address: str, dev_secrets) -> None:
     scanner = planted()
     password = scanner.new(PASSWORD)
-    codec = make_codec("k1", dev_secrets.payload_key)
+    codec = master_codec("k1", dev_secrets.payload_key)
     plain = await Client.connect(temporal_address)
     sealed = await Client.connect(temporal_address, data_converter=make_data_converter(codec))
     prefix = f"{PLANTED_PREFIX}{uuid.uuid4().hex[:8]}-"
@@ -134,7 +140,7 @@ async def test_a_leak_in_a_workflow_history_is_found(temporal_address: str, dev_
             "Planted", {"dsn": f"u:{password}", "t": jwt}, id=f"{prefix}plain", task_queue=prefix
         ),
         await sealed.start_workflow(
-            "Planted", {"password": password}, id=f"{prefix}sealed", task_queue=prefix
+            "Planted", {"password": password, "t": jwt}, id=f"{prefix}sealed", task_queue=prefix
         ),
         await sealed.start_workflow(
             "Planted", {"connection_id": "c1"}, id=f"{prefix}clean", task_queue=prefix
@@ -154,7 +160,9 @@ async def test_a_leak_in_a_workflow_history_is_found(temporal_address: str, dev_
     assert where == [
         ("plain", "a JWT"),
         ("plain", "password #1"),
-        # Encrypted, the history's bytes hide it; decoded with the project's codec, it shows.
+        # Encrypted, the history's bytes hide them; decoded with the project's codec, they show (a
+        # decoded payload carries no token either).
+        ("sealed, decoded payload", "a JWT"),
         ("sealed, decoded payload", "password #1"),
     ], found
     assert scanner.counts["workflows"] == 3 and scanner.counts["payloads decoded"] >= 2
@@ -235,7 +243,7 @@ async def test_a_failing_trigger_keeps_its_secrets(make_stack, dev_secrets) -> N
     for secret in (password, in_url, rejected, saved):
         scanner.register(secret, secret_scan.TRIGGER_SECRET)
     temporal = await Client.connect(stack.temporal_address)
-    codec = make_codec("k1", dev_secrets.payload_key)
+    codec = master_codec("k1", dev_secrets.payload_key)
     for ti in (leaky, bad, reader):
         assert await scanner.scan_temporal(temporal, codec, only_prefix=f"trigger-{ti['trigger_id']}") == []
     assert scanner.counts["workflows"] == 3 and scanner.counts["payloads decoded"] > 0
@@ -280,7 +288,7 @@ async def test_connection_tests_with_wrong_passwords_leak_nothing(make_stack, de
     )
     assert code == 1 and "authentication failed" in out and not scanner.find(out, "cli"), out
     temporal = await Client.connect(stack.temporal_address)
-    codec = make_codec("k1", dev_secrets.payload_key)
+    codec = master_codec("k1", dev_secrets.payload_key)
     for test_id in ids.values():
         assert await scanner.scan_temporal(temporal, codec, only_prefix=f"connection-test-{test_id}") == []
 

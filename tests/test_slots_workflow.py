@@ -12,20 +12,21 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from airlock.codec import make_codec, make_data_converter
+from airlock.codec import make_data_converter, master_codec
 from airlock.protocol import (
+    SLOT_CAPACITY_ACTIVITY,
     SLOT_GRANTED_SIGNAL,
     SLOT_REFUSED_SIGNAL,
     connection_test_workflow_id,
     slots_workflow_id,
 )
-from airlock.workloads import MAX_SLOT_ENTRIES, SlotHolder, SlotRequest, SlotsState
+from airlock.workloads import MAX_SLOT_ENTRIES, SlotHolder, SlotRelease, SlotRequest, SlotsState
 from api.core.config import MAX_CONCURRENCY_LIMIT, MAX_PENDING_TESTS_LIMIT
 from tests.reliability import record
 from workflows import slots
@@ -40,11 +41,13 @@ class SlotHolderWorkflow:
 
     def __init__(self) -> None:
         self.granted = False
+        self.lease = ""
         self.done = False
 
     @workflow.signal(name=SLOT_GRANTED_SIGNAL)
-    def slot_granted(self) -> None:
+    def slot_granted(self, lease: str) -> None:
         self.granted = True
+        self.lease = lease
 
     @workflow.signal
     def finish(self) -> None:
@@ -60,7 +63,7 @@ class SlotHolderWorkflow:
         await workflow.wait_condition(lambda: self.done)
         if release:
             await workflow.get_external_workflow_handle(slots_id).signal(
-                "release", workflow.info().workflow_id
+                "release", SlotRelease(workflow.info().workflow_id, self.lease)
             )
 
 
@@ -69,14 +72,21 @@ async def _granted(client: Client, ids: list[str]) -> list[str]:
 
 
 @asynccontextmanager
-async def semaphore(*holders: type) -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
-    """A time-skipping server and a worker running the semaphore (and ``holders``) on a fresh queue."""
+async def semaphore(*holders: type, capacity: int) -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
+    """A time-skipping server and a worker running the semaphore (and ``holders``) on a fresh queue;
+    the semaphore's capacity is ``capacity``, read as it reads the API's settings (a local activity)."""
+
+    @activity.defn(name=SLOT_CAPACITY_ACTIVITY)
+    async def slot_capacity() -> int:
+        return capacity
+
     async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
         queue = f"slots-{uuid.uuid4().hex[:6]}"
         async with Worker(
             env.client,
             task_queue=queue,
             workflows=[ConnectionTestSlotsWorkflow, *holders],
+            activities=[slot_capacity],
             workflow_runner=UnsandboxedWorkflowRunner(),
         ):
             yield env, queue
@@ -87,7 +97,7 @@ async def _settle() -> None:
 
 
 async def test_fifo_grants_release_and_lease_expiry() -> None:
-    async with semaphore(SlotHolderWorkflow) as (env, queue):
+    async with semaphore(SlotHolderWorkflow, capacity=2) as (env, queue):
         slots_id = slots_workflow_id(queue)
         holders = [f"holder-{n}" for n in range(5)]
         for n, holder in enumerate(holders):
@@ -106,6 +116,13 @@ async def test_fifo_grants_release_and_lease_expiry() -> None:
             )
         await _settle()
         assert await _granted(env.client, holders) == ["holder-0", "holder-1"]
+
+        # A release that does not name the holder's lease is ignored: holder-0 keeps its slot.
+        slots_handle = env.client.get_workflow_handle(slots_id)
+        await slots_handle.signal("release", SlotRelease("holder-0", "not-its-lease"))
+        await _settle()
+        assert await _granted(env.client, holders) == ["holder-0", "holder-1"]
+        assert "holder-0" in (await slots_handle.query(ConnectionTestSlotsWorkflow.state)).held
 
         await env.client.get_workflow_handle(holders[1]).signal(SlotHolderWorkflow.finish)
         await _settle()
@@ -134,7 +151,7 @@ class BoundedHolderWorkflow:
         self.answer: str | None = None
 
     @workflow.signal(name=SLOT_GRANTED_SIGNAL)
-    def slot_granted(self) -> None:
+    def slot_granted(self, lease: str) -> None:
         self.answer = "granted"
 
     @workflow.signal(name=SLOT_REFUSED_SIGNAL)
@@ -157,7 +174,7 @@ async def test_the_semaphore_refuses_past_its_bound_and_carries_its_state_over(m
     state survives continue-as-new in its compact form, FIFO order included."""
     monkeypatch.setattr(slots, "MAX_SLOT_ENTRIES", 4)
     monkeypatch.setattr(slots, "CONTINUE_AS_NEW_AFTER_EVENTS", 20)
-    async with semaphore(BoundedHolderWorkflow) as (env, queue):
+    async with semaphore(BoundedHolderWorkflow, capacity=1) as (env, queue):
         slots_id = slots_workflow_id(queue)
         ids = [f"bounded-{n}" for n in range(7)]
         for workflow_id in ids:
@@ -182,7 +199,8 @@ async def test_the_semaphore_refuses_past_its_bound_and_carries_its_state_over(m
         # Releases and re-acquires grow the history past CONTINUE_AS_NEW_AFTER_EVENTS.
         for _ in range(10):
             await handle.signal("acquire", SlotRequest(ids[1], capacity=1, lease_seconds=3600))
-        await handle.signal("release", ids[0])
+        lease = (await handle.query(ConnectionTestSlotsWorkflow.state)).leases[ids[0]]
+        await handle.signal("release", SlotRelease(ids[0], lease))
         await _settle()
         assert (await handle.describe()).run_id != first_run, "the semaphore did not continue as new"
         state = await handle.query(ConnectionTestSlotsWorkflow.state)
@@ -203,8 +221,9 @@ async def test_worst_case_state_is_far_below_the_payload_limit(dev_secrets) -> N
         held={i: now + worst_lease for i in ids[:half]},
         waiting={i: worst_lease for i in ids[half:]},
         refused=[connection_test_workflow_id(str(uuid.uuid4())) for _ in range(slots.MAX_PENDING_REFUSALS)],
+        leases={i: str(uuid.uuid4()) for i in ids[:half]},
     )
-    converter = make_data_converter(make_codec("k1", dev_secrets.payload_key))
+    converter = make_data_converter(master_codec("k1", dev_secrets.payload_key))
     payloads = await converter.encode([state])
     size = sum(p.ByteSize() for p in payloads)
     assert size < 512 * 1024, f"{size} bytes"
@@ -222,7 +241,7 @@ async def test_worst_case_state_is_far_below_the_payload_limit(dev_secrets) -> N
 async def test_a_state_in_the_earlier_form_is_still_read() -> None:
     """A semaphore that continued as new before the compact form existed resumes with its holders and
     waiters, in order."""
-    async with semaphore() as (env, queue):
+    async with semaphore(capacity=1) as (env, queue):
         expiry = (await env.get_current_time()).timestamp() + 600.5
         handle = await env.client.start_workflow(
             ConnectionTestSlotsWorkflow.run,

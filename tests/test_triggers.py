@@ -333,7 +333,10 @@ async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_s
                 "/api/v2/connections", json={"connection_id": "payroll", "conn_type": "postgres"}
             )
             assert payroll.status_code == 201, payroll.text
-            token = mint_trigger_token(stack.settings, ti["trigger_id"], 60)
+            # A token for this trigger, handed (as a claim does) to the triggerer that holds it.
+            holder = await asyncio.to_thread(_trigger_holder, stack, ti["trigger_id"])
+            assert holder, "the running trigger names no worker credential"
+            token = mint_trigger_token(stack.settings, ti["trigger_id"], holder, 60)
             headers = {"Authorization": f"Bearer {token}", EXECUTION_API_VERSION_HEADER: "2026-12-01"}
             async with httpx.AsyncClient(
                 base_url=stack.api.url + "/execution", headers=headers
@@ -355,8 +358,15 @@ async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_s
 async def test_running_task_defers_through_the_execution_api(make_stack) -> None:
     stack = await make_stack()
     async with stack.client() as client:
+        # The deferral names no queue: the default trigger queue, which this task instance may use.
         created = await client.post(
-            "/api/v2/task-instances", json={"dag_id": "d", "run_id": "r", "task_id": "t"}
+            "/api/v2/task-instances",
+            json={
+                "dag_id": "d",
+                "run_id": "r",
+                "task_id": "t",
+                "allowed_queues": [stack.settings.default_trigger_queue],
+            },
         )
         ti = created.json()
         assert ti["state"] == "running"
@@ -368,6 +378,9 @@ async def test_running_task_defers_through_the_execution_api(make_stack) -> None
             "next_method": "execute_complete",
             "next_kwargs": {"x": 1},
         }
+        elsewhere = {**body, "trigger": {**body["trigger"], "queue": unique("not-allowed")}}
+        refused = await runner.patch(f"/task-instances/{ti['id']}/state", json=elsewhere)
+        assert refused.status_code == 403, refused.text  # a queue it was not allowed
         response = await runner.patch(f"/task-instances/{ti['id']}/state", json=body)
         assert response.status_code == 200, response.text
         again = await runner.patch(f"/task-instances/{ti['id']}/state", json=body)
@@ -383,6 +396,23 @@ async def test_running_task_defers_through_the_execution_api(make_stack) -> None
         final = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
     assert final["state"] == "scheduled" and final["next_method"] == "execute_complete"
     assert json.loads(final["next_kwargs"])["x"] == 1
+
+
+def _trigger_holder(stack: Stack, trigger_id: str) -> str | None:
+    """The worker credential holding a trigger (the row's ``credential``, which no API shows)."""
+    from sqlalchemy import create_engine, text
+
+    from api.db.session import sync_url
+
+    engine = create_engine(sync_url(stack.settings.database_url))
+    try:
+        with engine.connect() as conn:
+            quote = conn.dialect.identifier_preparer.quote
+            query = text(f"select credential from {quote('trigger')} where id = :id")
+            holder: str | None = conn.execute(query, {"id": trigger_id}).scalar_one()
+            return holder
+    finally:
+        engine.dispose()
 
 
 async def test_cli_lists_shows_and_reads_logs(make_stack, tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from airlock.protocol import (
     trigger_workflow_id,
 )
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
-from api.core.security import mint_worker_token, mint_workload_token
+from api.core.security import mint_workload_token
+from api.services.workers import split_credential
 from tests.pgcluster import PgCluster, private_cluster
 from tests.reliability import record
 from tests.stack import Stack, unique, wait_terminal
@@ -94,12 +95,16 @@ async def test_api_answers_503_while_the_metadata_db_is_down_and_recovers_by_its
 ) -> None:
     stack = await make_stack()
     queue = await stack.serve_queue("dbout")
+    # A provisioned worker credential for the Execution API probes (provisioned while the database is up).
+    prober = (await stack.provision("prober", [queue]))["AIRLOCK_WORKER_TOKEN"]
     refused = Refused()
     trials: list[Trial] = []
     async with stack.client() as client:
         client.timeout = httpx.Timeout(PROBE_TIMEOUT)
         for _ in range(TRIALS):
-            trials.append(await _outage_trial(stack, client, private_pg, queue, slow_http_server, refused))
+            trials.append(
+                await _outage_trial(stack, client, private_pg, queue, prober, slow_http_server, refused)
+            )
         rows = [await wait_terminal(client, test_id, timeout=5) for t in trials for test_id in t.test_ids]
         # The results that came due during the outage are real results, not outage failures.
         assert all(row["state"] == "success" and row["worker"] for row in rows), [
@@ -145,6 +150,7 @@ async def _outage_trial(
     client: httpx.AsyncClient,
     pg: PgCluster,
     queue: str,
+    prober: str,
     target: SlowTarget,
     refused: Refused,
 ) -> Trial:
@@ -180,7 +186,7 @@ async def _outage_trial(
         with silent_listener(pg.port) if phase == "silent" else contextlib.nullcontext():
             started = time.monotonic()
             while time.monotonic() - started < seconds:
-                await _probe_everything(stack, client, test_ids[0], queue, refused, phase)
+                await _probe_everything(stack, client, test_ids[0], queue, prober, refused, phase)
                 await asyncio.sleep(0.3)
     # Nothing could be recorded while the database was away.
     assert pg.running() is False
@@ -217,12 +223,22 @@ async def _outage_trial(
 
 
 async def _probe_everything(
-    stack: Stack, client: httpx.AsyncClient, test_id: str, queue: str, refused: Refused, phase: str
+    stack: Stack,
+    client: httpx.AsyncClient,
+    test_id: str,
+    queue: str,
+    prober: str,
+    refused: Refused,
+    phase: str,
 ) -> None:
-    """One request of each kind, reads and writes, public and Execution API: each must be a prompt 503."""
+    """One request of each kind, reads and writes, public and Execution API: each must be a prompt 503
+    (a worker's credential and a workload token are checked against the database too)."""
     execution = {EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION}
-    workload = {"Authorization": f"Bearer {mint_workload_token(stack.settings, test_id, 60)}", **execution}
-    worker = {"Authorization": f"Bearer {mint_worker_token(stack.settings, 'prober')}", **execution}
+    parts = split_credential(prober)
+    assert parts is not None
+    token = mint_workload_token(stack.settings, test_id, parts[0], 60)
+    workload = {"Authorization": f"Bearer {token}", **execution}
+    worker = {"Authorization": f"Bearer {prober}", **execution}
     connection_id, description = unique("refused"), unique("refused-test")
     run_id, hostname = unique("refused-run"), unique("refused-host")
     refused.connection_ids.append(connection_id)

@@ -19,7 +19,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
 from airlock.execution import MAX_PAYLOAD_CHARS
-from airlock.version import EXECUTION_API_VERSIONS, LATEST_EXECUTION_API_VERSION
+from airlock.version import EXECUTION_API_VERSION_HEADER, EXECUTION_API_VERSIONS, LATEST_EXECUTION_API_VERSION
 from api.execution.app import OPENAPI_DIR
 from tests.hostile.conftest import WAITING_TRIGGER, Seeded
 from tests.reliability import record
@@ -538,11 +538,18 @@ async def test_unknown_conn_types_and_trigger_classes_are_refused(
         response = await endpoint.send(seeded, client, json.dumps(body).encode())
         findings.check(response.status_code == 422 and says(response, *words), name, response)
     assert await seeded.snapshot_async() == before, "a refused test or trigger was stored"
-    # What a live worker announces is known: a plugin type on a worker, not installed on the API.
-    jobs = Endpoint(
-        "execution", "POST", "/jobs", {"hostname": "h", "queues": [plugin_queue], "conn_types": ["plugindb"]}
+    # What a live worker announces is known: a plugin type on a worker (provisioned for its queue), not
+    # installed on the API.
+    plugin_worker = (await stack.provision("plugin", [plugin_queue]))["AIRLOCK_WORKER_TOKEN"]
+    registered = await client.post(
+        "/execution/jobs",
+        headers={
+            "Authorization": f"Bearer {plugin_worker}",
+            EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION,
+        },
+        json={"hostname": "h", "queues": [plugin_queue], "conn_types": ["plugindb"]},
     )
-    assert (await jobs.send(seeded, client)).status_code == 201
+    assert registered.status_code == 201, registered.text
     plugin = await Endpoint("public", "POST", "/api/v2/connections/test", {}).send(
         seeded, client, json.dumps({"conn_type": "plugindb", "host": "h", "queue": plugin_queue}).encode()
     )

@@ -23,7 +23,6 @@ from airlock.execution import (
 )
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
 from api.core.crypto import SecretBox
-from api.core.security import mint_trigger_token, mint_worker_token, mint_workload_token
 from api.db.models import Connection, ConnectionTest, TaskInstance, Trigger, TriggerLog
 from api.db.session import sync_url
 from tests.hostile.conftest import WAITING_TRIGGER
@@ -56,6 +55,26 @@ def _execution(token: str) -> dict[str, str]:
         EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION,
         "Content-Type": "application/json",
     }
+
+
+async def claim_test(
+    client: httpx.AsyncClient, admin: dict[str, str], test_id: str, worker_token: str
+) -> dict[str, Any]:
+    """Claim a test with a provisioned worker's credential once it is dispatched (queued), as a worker
+    does: the claim's answer (its token, timeout and connection fields)."""
+    for _ in range(300):
+        state = (await client.get(f"/api/v2/connections/test/{test_id}", headers=admin)).json()["state"]
+        if state != "pending":
+            break
+        await asyncio.sleep(0.1)
+    claimed = await client.post(
+        f"/execution/connection-tests/{test_id}/claim",
+        headers=_execution(worker_token),
+        content=raw({"worker": "storage-limits:1", "job_id": None}),
+    )
+    assert claimed.status_code == 200, claimed.text[:300]
+    body: dict[str, Any] = claimed.json()
+    return body
 
 
 def _scalar(stack: Stack, query: Any) -> Any:
@@ -114,27 +133,37 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
         assert box.decrypt(stored_password) == fields["password"]
         checked += ["connection: host, login, schema, password, description, extra"]
 
-        # The same fields as an unsaved test: stored on the test's row, read back by its worker.
+        # The same fields as an unsaved test: stored on the test's row, read back by its worker (in its
+        # claim, and with the claim's token).
+        fields_queue, queue = unique("q"), unique("q")
+        worker_token = (await stack.provision("silent", [fields_queue, queue]))["AIRLOCK_WORKER_TOKEN"]
+        # A live job on the queue (a silent worker: nothing polls it), so the test waits to be claimed.
+        serving = await client.post(
+            "/execution/jobs",
+            headers=_execution(worker_token),
+            content=raw({"hostname": "silent", "queues": [fields_queue], "conn_types": ["tcp"]}),
+        )
+        assert serving.status_code == 201, serving.text
         test = await client.post(
-            "/api/v2/connections/test", headers=admin, content=raw({**fields, "queue": unique("q")})
+            "/api/v2/connections/test", headers=admin, content=raw({**fields, "queue": fields_queue})
         )
         assert test.status_code == 202, test.text
         test_id = test.json()["id"]
+        claim = await claim_test(client, admin, test_id, worker_token)
         seen = await client.get(
-            f"/execution/connection-tests/{test_id}/connection",
-            headers=_execution(mint_workload_token(stack.settings, test_id, 60)),
+            f"/execution/connection-tests/{test_id}/connection", headers=_execution(claim["token"])
         )
         assert seen.status_code == 200, seen.text
-        assert {k: seen.json()[k] for k in fields if k != "description"} == {
-            k: v for k, v in fields.items() if k != "description"
-        }
+        for read_back in (claim["connection"], seen.json()):
+            assert {k: read_back[k] for k in fields if k != "description"} == {
+                k: v for k, v in fields.items() if k != "description"
+            }
         checked += ["unsaved test's fields"]
 
         # A test's result message at its limit.
-        queue = unique("q")
         job = await client.post(
             "/execution/jobs",
-            headers=_execution(mint_worker_token(stack.settings, "silent")),
+            headers=_execution(worker_token),
             content=raw({"hostname": WIDE * 500, "queues": [queue], "conn_types": ["tcp"]}),
         )
         assert job.status_code == 201, job.text
@@ -146,7 +175,7 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
         assert pending.status_code == 202 and pending.json()["state"] == "pending", pending.text
         pending_id = pending.json()["id"]
         message = WIDE * MAX_RESULT_MESSAGE_CHARS
-        worker_headers = _execution(mint_workload_token(stack.settings, pending_id, 60))
+        worker_headers = _execution((await claim_test(client, admin, pending_id, worker_token))["token"])
         over = await client.patch(
             f"/execution/connection-tests/{pending_id}/state",
             headers=worker_headers,
@@ -165,16 +194,31 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
 
         # Trigger kwargs at their limit, read back by the triggerer's claim.
         kwargs = sized_object({"filepath": "/nonexistent/airlock"}, MAX_EXTRA_BYTES)
+        trigger_queue = unique("nobody")
+        triggerer = (await stack.provision("silent-trig", [trigger_queue], triggerer=True))[
+            "AIRLOCK_WORKER_TOKEN"
+        ]
         trigger = await client.post(
             "/api/v2/triggers",
             headers=admin,
-            content=raw({"classpath": WAITING_TRIGGER, "kwargs": kwargs, "queue": unique("nobody")}),
+            content=raw({"classpath": WAITING_TRIGGER, "kwargs": kwargs, "queue": trigger_queue}),
         )
         assert trigger.status_code == 201, trigger.text
         trigger_id = trigger.json()["id"]
+
+        async def claim_trigger(trigger_id: str) -> dict[str, str]:
+            """The triggerer claims the trigger with its credential: headers with the claim's token."""
+            claimed = await client.post(
+                f"/execution/triggers/{trigger_id}/workload",
+                headers=_execution(triggerer),
+                content=raw({"job_id": "j" * 36, "triggerer": WIDE * 500}),
+            )
+            assert claimed.status_code == 200, claimed.text[:300]
+            return _execution(claimed.json()["token"])
+
         claimed = await client.post(
             f"/execution/triggers/{trigger_id}/workload",
-            headers=_execution(mint_trigger_token(stack.settings, trigger_id, 60)),
+            headers=_execution(triggerer),
             content=raw({"job_id": "j" * 36, "triggerer": WIDE * 500}),
         )
         assert claimed.status_code == 200 and claimed.json()["kwargs"] == kwargs, claimed.text[:300]
@@ -190,7 +234,7 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
         }
         logged = await client.post(
             f"/execution/triggers/{trigger_id}/logs",
-            headers=_execution(mint_trigger_token(stack.settings, trigger_id, 60)),
+            headers=_execution(claimed.json()["token"]),
             content=raw({"job_id": "j" * 36, "triggerer": WIDE * 500, "lines": [line]}),
         )
         assert logged.status_code == 204, logged.text
@@ -209,7 +253,7 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
                 "defer": {
                     "classpath": WAITING_TRIGGER,
                     "kwargs": {"filepath": "/nonexistent/airlock"},
-                    "queue": unique("nobody"),
+                    "queue": trigger_queue,
                     "next_method": "resume",
                     "next_kwargs": next_kwargs,
                 },
@@ -233,7 +277,7 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
 
         payload = json.dumps(WIDE * (MAX_PAYLOAD_CHARS - 2), ensure_ascii=False)
         assert len(payload) == MAX_PAYLOAD_CHARS
-        event_headers = _execution(mint_trigger_token(stack.settings, ti["trigger_id"], 60))
+        event_headers = await claim_trigger(ti["trigger_id"])
         over = await client.post(
             f"/execution/triggers/{ti['trigger_id']}/event",
             headers=event_headers,
@@ -260,7 +304,7 @@ async def test_every_field_at_its_limit_is_stored_whole(make_stack) -> None:
         )
         assert failing.status_code == 201, failing.text
         failing_ti = failing.json()
-        failure_headers = _execution(mint_trigger_token(stack.settings, failing_ti["trigger_id"], 60))
+        failure_headers = await claim_trigger(failing_ti["trigger_id"])
         error, traceback = WIDE * MAX_ERROR_CHARS, WIDE * MAX_TRACEBACK_CHARS
         for name, body in (
             ("error", {"error": error + "x", "traceback": traceback}),
