@@ -26,7 +26,7 @@ from airlock.protocol import (
     connection_test_workflow_id,
     slots_workflow_id,
 )
-from airlock.workloads import MAX_SLOT_ENTRIES, SlotHolder, SlotRelease, SlotRequest, SlotsState
+from airlock.workloads import MAX_SLOT_ENTRIES, SlotHolder, SlotRelease, SlotRequest, SlotsState, slot_lease
 from api.core.config import MAX_CONCURRENCY_LIMIT, MAX_PENDING_TESTS_LIMIT
 from tests.reliability import record
 from workflows import slots
@@ -199,8 +199,8 @@ async def test_the_semaphore_refuses_past_its_bound_and_carries_its_state_over(m
         # Releases and re-acquires grow the history past CONTINUE_AS_NEW_AFTER_EVENTS.
         for _ in range(10):
             await handle.signal("acquire", SlotRequest(ids[1], capacity=1, lease_seconds=3600))
-        lease = (await handle.query(ConnectionTestSlotsWorkflow.state)).leases[ids[0]]
-        await handle.signal("release", SlotRelease(ids[0], lease))
+        seed = (await handle.query(ConnectionTestSlotsWorkflow.state)).lease_seed
+        await handle.signal("release", SlotRelease(ids[0], slot_lease(seed, ids[0])))
         await _settle()
         assert (await handle.describe()).run_id != first_run, "the semaphore did not continue as new"
         state = await handle.query(ConnectionTestSlotsWorkflow.state)
@@ -221,7 +221,7 @@ async def test_worst_case_state_is_far_below_the_payload_limit(dev_secrets) -> N
         held={i: now + worst_lease for i in ids[:half]},
         waiting={i: worst_lease for i in ids[half:]},
         refused=[connection_test_workflow_id(str(uuid.uuid4())) for _ in range(slots.MAX_PENDING_REFUSALS)],
-        leases={i: str(uuid.uuid4()) for i in ids[:half]},
+        lease_seed=uuid.uuid4().hex,
     )
     converter = make_data_converter(master_codec("k1", dev_secrets.payload_key))
     payloads = await converter.encode([state])
