@@ -56,6 +56,7 @@ KINDS = (PASSWORD, TRIGGER_SECRET, TOKEN, KEY)
 # purpose is to hand one out).
 EVERYTHING = frozenset(KINDS)
 NOT_TOKENS = frozenset({PASSWORD, TRIGGER_SECRET, KEY})
+NOT_KEYS_OR_TOKENS = frozenset({PASSWORD, TRIGGER_SECRET})
 # Any JWT, and any provisioned worker's credential ("aw1.<name>.<secret>"), is a token.
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+|aw1\.[a-z0-9-]+\.[A-Za-z0-9_-]{40,}")
 # The scanner's own tests plant leaks on purpose: workflows with this id prefix, and requests with

@@ -246,8 +246,10 @@ class Stack:
             stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await proc.communicate()
-        # `airlock tokens` prints a token: its purpose. Nothing else prints one, or any password.
-        forbidden = secret_scan.NOT_TOKENS if args[:1] == ("tokens",) else secret_scan.EVERYTHING
+        # `airlock workers add` without --env-file prints a worker's credential and its queues' keys: its
+        # purpose. Nothing else prints one, or any password.
+        handing_out = args[:2] == ("workers", "add") and "--env-file" not in args
+        forbidden = secret_scan.NOT_KEYS_OR_TOKENS if handing_out else secret_scan.EVERYTHING
         secret_scan.SESSION.check_output(out.decode(), f"output of airlock {' '.join(args[:2])}", forbidden)
         return proc.returncode or 0, out.decode()
 

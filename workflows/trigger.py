@@ -73,6 +73,7 @@ class TriggerWorkflow:
 
     async def _on_triggerer(self, inp: TriggerInput, deadline: datetime | None, control: str) -> str:
         limit = _until(deadline) if deadline is not None else NO_TIMEOUT_LIMIT
+        show(TriggerState.SCHEDULED, "handing it to a triggerer of its queue")
         plan = await workflow.execute_activity(
             DISPATCH_TRIGGER_ACTIVITY,
             ControlCall(inp.trigger_id, inp.grant),

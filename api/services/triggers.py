@@ -4,6 +4,7 @@ a trigger's event is applied to its task instance exactly once."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, is_allowed
 from airlock.protocol import EVENT_KWARG, FAIL_METHOD
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
 from airlock.timers import due_moment
+from airlock.validation import QUEUE_PATTERN
 from api.core.crypto import SecretBox
 from api.db.models import TaskInstance, Trigger, TriggerLog, WorkerCredential, utcnow
 from api.services.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
@@ -89,6 +91,8 @@ async def create(
 
 
 def check_queue(queue: str, control_queue: str) -> None:
+    if not re.fullmatch(QUEUE_PATTERN, queue):
+        raise Unprocessable(f"queue {queue[:200]!r} is not a valid queue name (pattern {QUEUE_PATTERN})")
     if queue == control_queue:
         raise Unprocessable(f"{queue!r} is the API's own control queue: triggers cannot run there")
 

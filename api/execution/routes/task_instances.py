@@ -19,7 +19,6 @@ router = VersionedAPIRouter(prefix="/task-instances", tags=["task instances"])
     responses={
         401: {"description": "missing, expired or forged token"},
         403: {"description": "token of another task instance or kind; a queue or connection not allowed"},
-        422: {"description": "invalid, or the control queue"},
         404: {"description": "no such task instance"},
         409: {"description": "the task instance is not running"},
     },
