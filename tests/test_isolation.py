@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.stack import unique
 from worker.isolation import DriverLimits, ForkServer
 from worker.main import forget_secrets_in_environment
 
@@ -19,7 +21,7 @@ from worker.main import forget_secrets_in_environment
 @pytest.fixture(scope="module")
 def forks() -> ForkServer:
     os.environ["AIRLOCK_WORKER_TOKEN"] = "worker-secret-token"
-    os.environ["AIRLOCK_PAYLOAD_KEY"] = "payload-secret-key"
+    os.environ["AIRLOCK_PAYLOAD_KEYS"] = '{"k1/queue:q": "payload-secret-key"}'
     forget_secrets_in_environment()
     server = ForkServer(preload=["tests.isolation_targets"])
     server.start()
@@ -58,7 +60,7 @@ async def test_each_call_is_a_fresh_session_without_worker_secrets(forks: ForkSe
     assert first.output and second.output
     assert first.output["pid"] != second.output["pid"] != os.getpid()
     assert first.output["sid"] != os.getsid(0)  # out of the worker's session
-    assert not {"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEY"} & set(first.output["names"])
+    assert not {"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEYS"} & set(first.output["names"])
 
 
 async def test_deadline_kills_the_child_and_what_it_spawned(forks: ForkServer, tmp_path: Path) -> None:
@@ -161,9 +163,13 @@ async def test_a_running_worker_shows_no_secret_in_its_proc_environ(make_stack) 
     """Driver code runs as the worker's uid and could read /proc/<worker pid>/environ: the block the
     worker started with still names its secrets, but their values are gone."""
     stack = await make_stack()
-    await stack.serve_queue()
+    queue = unique("environ")
+    env = await stack.provision("environ", [queue])
+    await stack.start_worker(queue, name="environ", **env)
+    await stack.wait_worker(queue)
     worker = stack.workers[0]
     environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
-    assert b"AIRLOCK_PAYLOAD_KEY=" in environ and b"AIRLOCK_WORKER_TOKEN=" in environ
-    assert stack.secrets.payload_key.encode() not in environ
-    assert b"AIRLOCK_WORKER_TOKEN=eyJ" not in environ
+    assert b"AIRLOCK_PAYLOAD_KEYS=" in environ and b"AIRLOCK_WORKER_TOKEN=" in environ
+    for key in json.loads(env["AIRLOCK_PAYLOAD_KEYS"]).values():
+        assert key.encode() not in environ
+    assert env["AIRLOCK_WORKER_TOKEN"].encode() not in environ

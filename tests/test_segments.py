@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
+import sqlite3
 import stat
 import uuid
 from collections.abc import Sequence
@@ -60,25 +60,25 @@ class SealAs(PayloadCodec):
         return await self._codec.decode(payloads)
 
 
-async def _submit(client: httpx.AsyncClient, queue: str, password: str, timeout: int = 5) -> str:
+async def _submit(
+    client: httpx.AsyncClient, queue: str, password: str, timeout: int = 5, database: Path | None = None
+) -> str:
+    """A test with a password; on a SQLite file when ``database`` is given (no network: the worker's
+    egress policy does not come into it), else on the local PostgreSQL."""
+    if database is not None:
+        sqlite3.connect(database).close()
+        fields: dict[str, Any] = {"conn_type": "sqlite", "host": str(database), "password": password}
+    else:
+        fields = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres"}
+        fields |= {"password": password, "schema": "test"}
     response = await client.post(
-        "/api/v2/connections/test",
-        json={
-            "conn_type": "postgres",
-            "host": "127.0.0.1",
-            "port": 5432,
-            "login": "postgres",
-            "password": password,
-            "schema": "test",
-            "queue": queue,
-            "timeout": timeout,
-        },
+        "/api/v2/connections/test", json={**fields, "queue": queue, "timeout": timeout}
     )
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
 
 
-async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any) -> None:
+async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, tmp_path: Path) -> None:
     """The rogue worker: provisioned for net-a, it polls net-b too, with only its credential and keys.
     It cannot open a net-b payload, gets no net-b token or secret through any route, cannot register
     for net-b; the net-b tests it snatched end failed with a reason; its net-a tests succeed."""
@@ -89,7 +89,7 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any) 
     async with httpx.AsyncClient(base_url=f"{stack.api.url}/execution", timeout=30) as execution:
         # net-b is served (a live job), but only the rogue polls it.
         registered = await execution.post(
-            "/jobs", json={"hostname": "b:1", "queues": [net_b], "conn_types": ["postgres"]}, headers=_as(honest_b["AIRLOCK_WORKER_TOKEN"])
+            "/jobs", json={"hostname": "b:1", "queues": [net_b], "conn_types": ["postgres", "sqlite"]}, headers=_as(honest_b["AIRLOCK_WORKER_TOKEN"])
         )
         assert registered.status_code == 201, registered.text
         refused = await execution.post(
@@ -100,7 +100,7 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any) 
         assert refused.status_code == 403 and net_b in refused.text, refused.text
         own = await execution.post(
             "/jobs",
-            json={"hostname": "rogue:1", "queues": [net_a], "conn_types": ["postgres"]},
+            json={"hostname": "rogue:1", "queues": [net_a], "conn_types": ["postgres", "sqlite"]},
             headers=_as(rogue["AIRLOCK_WORKER_TOKEN"])
         )
         assert own.status_code == 201, own.text
@@ -123,7 +123,9 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any) 
                 await running.enter_async_context(worker)
             b_passwords = [secret_scan.password() for _ in range(4)]
             b_ids = [await _submit(api, net_b, p) for p in b_passwords]
-            a_ids = [await _submit(api, net_a, secret_scan.password()) for _ in range(2)]
+            a_ids = [
+                await _submit(api, net_a, secret_scan.password(), database=tmp_path / f"a{n}.db") for n in range(2)
+            ]
 
             # While they wait or run: no route gives the rogue anything of net-b.
             for test_id in b_ids:
@@ -363,9 +365,11 @@ async def _start_from_env_file(stack: Stack, env_file: Path) -> Any:
     from airlock.devstack import worker_env
 
     log = open(stack.log_dir / f"worker-envfile-{uuid.uuid4().hex[:6]}.log", "wb")
+    # Only what the file gives it, and the suite's own choices: fast heartbeats, loopback targets.
+    env = worker_env({}, AIRLOCK_JOB_HEARTBEAT_INTERVAL="1", AIRLOCK_EGRESS_ALLOW_LOOPBACK="true")
     proc = subprocess.Popen(
         [sys.executable, "-m", "airlock.cli", "worker", "--env-file", str(env_file)],
-        env={**worker_env({}), "AIRLOCK_JOB_HEARTBEAT_INTERVAL": "1", "PATH": os.environ.get("PATH", "")},
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
