@@ -71,11 +71,11 @@ class DevRun:
         return found
 
 
-@pytest.fixture
-def airlock_dev(tmp_path: Path) -> Iterator[DevRun]:
+@contextlib.contextmanager
+def running_dev(tmp_path: Path, config: Path) -> Iterator[DevRun]:
     """``airlock dev`` in its own process group and session, as a terminal's foreground job."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airlock.cli", "dev", "--config", str(dev_config(tmp_path))],
+        [sys.executable, "-m", "airlock.cli", "dev", "--config", str(config)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -107,6 +107,12 @@ def airlock_dev(tmp_path: Path) -> Iterator[DevRun]:
             if (state / name).exists():
                 secret_scan.register((state / name).read_text().strip(), kind)
         secret_scan.SESSION.check_output(run.output, "output of airlock dev")
+
+
+@pytest.fixture
+def airlock_dev(tmp_path: Path) -> Iterator[DevRun]:
+    with running_dev(tmp_path, dev_config(tmp_path)) as run:
+        yield run
 
 
 def test_ctrl_c_stops_the_stack_with_status_0(airlock_dev: DevRun) -> None:
@@ -172,18 +178,7 @@ def test_the_stack_provisions_its_workers_and_keeps_the_codec_token_out_of_comma
     ui_port = free_port()
     config["temporal"].update(headless=False, ui_port=ui_port)
     config_path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "airlock.cli", "dev", "--config", str(config_path)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    run = DevRun(proc, tmp_path / "state")
-    reader = threading.Thread(target=lambda: run.lines.extend(proc.stdout or []), daemon=True)
-    reader.start()
-    try:
+    with running_dev(tmp_path, config_path) as run:
         run.wait_for(UP, timeout=120)
         token = (run.state / "codec.token").read_text().strip()
         secret_scan.register(token, secret_scan.TOKEN)
@@ -204,15 +199,3 @@ def test_the_stack_provisions_its_workers_and_keeps_the_codec_token_out_of_comma
         with contextlib.closing(sqlite3.connect(run.state / "airlock.db")) as db:
             rows = sorted(db.execute("select triggerer, queues from worker_credential").fetchall())
         assert [triggerer for triggerer, _ in rows] == [0, 1], rows
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=60)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        for pid in run.seen:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        secret_scan.SESSION.check_output(run.output, "output of airlock dev")

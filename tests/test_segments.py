@@ -33,6 +33,7 @@ from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_V
 from airlock.workloads import ConnectionTestInput, SlotRequest
 from api.temporal.client import connect
 from tests import secret_scan
+from tests.reliability import record
 from tests.stack import Stack, unique, wait_terminal
 
 HEADERS = {EXECUTION_API_VERSION_HEADER: LATEST_EXECUTION_API_VERSION}
@@ -153,6 +154,14 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, 
         assert result["result_message"], result
     for password in b_passwords:
         assert password not in json.dumps(b_results)
+    reasons = sorted({r["result_message"] for r in b_results})
+    record(
+        "segments: a rogue worker of net-a polling net-b",
+        len(b_results),
+        f"{len(b_results)} snatched net-b tests failed unopened, 0 claims, 0 secrets; "
+        f"{len(a_results)} net-a tests succeeded on it",
+        f"reasons: {' | '.join(reasons)}",
+    )
 
 
 async def test_forged_control_workflows_and_signals_change_nothing(make_stack: Any) -> None:

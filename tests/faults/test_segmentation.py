@@ -118,16 +118,7 @@ def _run_scenario(
     stack_ready = time.monotonic() - started
 
     queue = unique("edge")
-    provisioned = seg.client(
-        control,
-        "http",
-        "POST",
-        f"{api_inside}/api/v2/workers",
-        json.dumps({"name": "edge-1", "queues": [queue]}),
-        env=admin,
-    )
-    assert provisioned["status"] == 201, provisioned
-    env = worker_env(provisioned["body"]["env"], AIRLOCK_JOB_HEARTBEAT_INTERVAL="1")
+    env = worker_env(_provision(seg, api_inside, admin, "edge-1", queue), AIRLOCK_JOB_HEARTBEAT_INTERVAL="1")
     # Invariant 1: a worker is given no database URL or credential at all.
     assert not [k for k in env if "DATABASE" in k.upper()], sorted(env)
     spawned = time.monotonic()
@@ -210,17 +201,8 @@ def _second_segment(
     be fetched, neither over the network nor through the API with edge-a's credential."""
     control, edge_a, edge_b = seg.control, seg.edge, seg.edge_b
     queue_b = unique("edge-b")
-    provisioned = seg.client(
-        control,
-        "http",
-        "POST",
-        f"{api_inside}/api/v2/workers",
-        json.dumps({"name": "edge-b-1", "queues": [queue_b]}),
-        env=admin,
-    )
-    assert provisioned["status"] == 201, provisioned
     env_b = worker_env(
-        provisioned["body"]["env"],
+        _provision(seg, api_inside, admin, "edge-b-1", queue_b),
         # edge-b reaches control through its own veth.
         AIRLOCK_API_URL=f"http://{seg.control_b_ip}:{API_PORT}",
         AIRLOCK_TEMPORAL_ADDRESS=f"{seg.control_b_ip}:{TEMPORAL_PORT}",
@@ -309,6 +291,15 @@ def _second_segment(
         f"edge-b target test success on worker {identity_b}, from edge-a: no route (ENETUNREACH) "
         "and claim/connection/job registration for edge-b refused (403)"
     )
+
+
+def _provision(seg: Segment, api: str, admin: dict[str, str], name: str, queue: str) -> dict[str, str]:
+    """``POST /api/v2/workers`` from inside control: the worker's env, as the API hands it out."""
+    body = json.dumps({"name": name, "queues": [queue]})
+    provisioned = seg.client(seg.control, "http", "POST", f"{api}/api/v2/workers", body, env=admin)
+    assert provisioned["status"] == 201, provisioned
+    env: dict[str, str] = provisioned["body"]["env"]
+    return env
 
 
 def _wait_port(
