@@ -64,7 +64,7 @@ TEST_SERVER = str(Path(sys.executable).parent / "temporal-test-server")
 
 @pytest.fixture(autouse=True)
 def _local_databases(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every database these triggers query listens on loopback, which the egress policy refuses
+    """Every database and server these triggers reach listens on loopback, which the egress policy refuses
     unless a worker opts in (tests/test_egress.py tries the refusal)."""
     monkeypatch.setenv("AIRLOCK_EGRESS_ALLOW_LOOPBACK", "true")
 
@@ -346,9 +346,7 @@ class WarmingUpHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WarmingUpServer]:
-    # The server is on loopback, which a triggerer refuses unless configured (tests/test_egress.py).
-    monkeypatch.setenv("AIRLOCK_EGRESS_ALLOW_LOOPBACK", "true")
+def http_server() -> Iterator[WarmingUpServer]:
     server = WarmingUpServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -389,10 +387,7 @@ async def test_http_trigger_accepts_a_list_of_statuses(http_server: WarmingUpSer
     assert len(http_server.requests) == 1
 
 
-async def test_http_trigger_keeps_polling_through_connection_errors(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AIRLOCK_EGRESS_ALLOW_LOOPBACK", "true")
+async def test_http_trigger_keeps_polling_through_connection_errors(caplog: pytest.LogCaptureFixture) -> None:
     secret = secret_scan.password()
     trigger = HttpTrigger(url=f"http://user:{secret}@127.0.0.1:{closed_port()}/", request_timeout=2)
     with caplog.at_level(logging.WARNING, logger=trigger.log.name):
