@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 import httpx
@@ -35,6 +36,7 @@ class ConnectionTestActivities:
         self,
         *,
         api_url: str,
+        api_tls: ssl.SSLContext | bool,
         credential: str,
         identity: str,
         conn_types: list[str],
@@ -50,7 +52,7 @@ class ConnectionTestActivities:
         # The drivers are imported once, in the fork server; each test forks a fresh child from it.
         self._forks = ForkServer(preload=["activities.testers.child", *tester_modules(conn_types)])
         # One connection pool for every test's Execution API calls.
-        self._transport = httpx.AsyncHTTPTransport(retries=2)
+        self._transport = httpx.AsyncHTTPTransport(retries=2, verify=api_tls)
         self.job_id: str | None = None
 
     def start(self) -> None:
@@ -124,6 +126,7 @@ def connection_test_role(settings: WorkerSettings, identity: str) -> Role:
     conn_types = available_conn_types()
     tests = ConnectionTestActivities(
         api_url=settings.api_url,
+        api_tls=settings.api_tls(),
         credential=settings.worker_token,
         identity=identity,
         conn_types=conn_types,

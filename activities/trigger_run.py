@@ -12,6 +12,7 @@ import contextvars
 import functools
 import logging
 import random
+import ssl
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -102,6 +103,7 @@ class TriggerActivities:
         self,
         *,
         api_url: str,
+        api_tls: ssl.SSLContext | bool,
         credential: str,
         identity: str,
         allowlist: Sequence[str],
@@ -116,11 +118,11 @@ class TriggerActivities:
         # Claims, events and failures never queue behind log shipping: two pools, each with a limiter
         # no larger than its connection count.
         self._transport = httpx.AsyncHTTPTransport(
-            retries=2, limits=httpx.Limits(max_connections=CONTROL_CALLS)
+            retries=2, verify=api_tls, limits=httpx.Limits(max_connections=CONTROL_CALLS)
         )
         self._limiter = asyncio.Semaphore(CONTROL_CALLS)
         self._log_transport = httpx.AsyncHTTPTransport(
-            retries=2, limits=httpx.Limits(max_connections=LOG_CALLS)
+            retries=2, verify=api_tls, limits=httpx.Limits(max_connections=LOG_CALLS)
         )
         self._log_limiter = asyncio.Semaphore(LOG_CALLS)
         self.job_id: str | None = None
@@ -256,6 +258,7 @@ def triggerer_role(settings: WorkerSettings, identity: str) -> Role:
     """The ``triggerer`` role: up to ``capacity`` triggers at once, each a long, heartbeating activity."""
     triggers = TriggerActivities(
         api_url=settings.api_url,
+        api_tls=settings.api_tls(),
         credential=settings.worker_token,
         identity=identity,
         allowlist=settings.trigger_allowlist,

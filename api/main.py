@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -145,7 +147,14 @@ def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> 
     settings.require_secrets()
     if migrate:
         upgrade(settings.database_url)
-    log.info("starting the API", host=host, port=port, control_queue=settings.control_queue)
+    log.info(
+        "starting the API",
+        host=host,
+        port=port,
+        scheme="https" if settings.tls_cert_file else "http",
+        client_certificates="required" if settings.tls_client_ca_file else "not asked",
+        control_queue=settings.control_queue,
+    )
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -155,4 +164,19 @@ def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> 
         log_level=None,
         access_log=True,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        **tls_options(settings),
     )
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's HTTPS options: the API's certificate and, for mutual TLS, the CA its clients' certificates
+    must chain to (a client without one is refused in the handshake)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+    }
+    if settings.tls_client_ca_file is not None:
+        options |= {"ssl_ca_certs": str(settings.tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options

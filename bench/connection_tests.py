@@ -57,11 +57,14 @@ if str(ROOT) not in sys.path:
 import httpx
 import temporalio
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
 from airlock import search_attributes as sa
 from airlock.devstack import ensure_secrets, free_port, temporal_binary, temporal_command, wait_for_port
 from airlock.logging import configure_logging
+from airlock.settings import TemporalSettings
+from airlock.temporal_client import connect_temporal
 from api.db.migrate import upgrade
 from bench.floor import FloorInput, FloorWorkflow, floor_mark, floor_record, floor_test
 from tests.stack import ApiServer, Stack, stack_settings
@@ -324,7 +327,7 @@ async def run_airlock(stack: Stack, queue: str, args: argparse.Namespace) -> tup
 
 
 async def run_floor(address: str, target_port: int, args: argparse.Namespace) -> tuple[SingleFlight, Burst]:
-    client = await Client.connect(address)
+    client = await connect_temporal(TemporalSettings(temporal_address=address), DataConverter.default)
     control = f"floor-control-{uuid.uuid4().hex[:8]}"
     inp = FloorInput("127.0.0.1", target_port, test_queue=f"floor-test-{uuid.uuid4().hex[:8]}")
     control_worker = Worker(

@@ -64,10 +64,13 @@ if str(ROOT) not in sys.path:
 
 import httpx
 from temporalio.client import Client, WorkflowHandle
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
 from airlock.devstack import ensure_secrets, free_port
 from airlock.logging import configure_logging
+from airlock.settings import TemporalSettings
+from airlock.temporal_client import connect_temporal
 from airlock.triggers import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from api.db.migrate import upgrade
 from bench.connection_tests import _count, _phase, _print_logs, machine_info, start_temporal
@@ -431,7 +434,7 @@ async def _results(handles: Sequence[WorkflowHandle[Any, str]]) -> list[tuple[da
 
 
 async def floor_timers(address: str, n: int) -> Floor:
-    client = await Client.connect(address)
+    client = await connect_temporal(TemporalSettings(temporal_address=address), DataConverter.default)
     queue = f"timer-floor-{uuid.uuid4().hex[:8]}"
     async with Worker(
         client, task_queue=queue, workflows=[TimerFloorWorkflow], activities=[timer_floor_record]

@@ -108,6 +108,7 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, 
 
         tests = ConnectionTestActivities(
             api_url=stack.api.url,
+            api_tls=True,
             credential=rogue["AIRLOCK_WORKER_TOKEN"],
             identity="rogue:1",
             conn_types=available_conn_types(),

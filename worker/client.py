@@ -10,6 +10,7 @@ for up to ``retry_for`` seconds first.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
@@ -35,6 +36,7 @@ from airlock.execution import (
     TriggerLogBatch,
     TriggerWorkload,
 )
+from airlock.tls import describe_tls_error
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
 
 M = TypeVar("M", bound=BaseModel)
@@ -66,6 +68,7 @@ class ExecutionAPIClient:
         retry_for: float = 0.0,
         on_retry: Callable[[], None] | None = None,
         limiter: asyncio.Semaphore | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         # Callers sharing a transport share a limiter too: requests wait here, not inside the pool,
         # whose bookkeeping grows with its queue (thousands of triggers would stall it).
@@ -74,7 +77,7 @@ class ExecutionAPIClient:
         self._retry_for = retry_for
         self._on_retry = on_retry
         self._owns_transport = transport is None
-        self._transport = transport or httpx.AsyncHTTPTransport(retries=2)
+        self._transport = transport or httpx.AsyncHTTPTransport(retries=2, verify=verify)
         self._options = (base_url, api_version, timeout)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/execution",
@@ -135,6 +138,13 @@ class ExecutionAPIClient:
                 async with self._limiter:
                     response = await self._http.request(method, path, json=json)
         except httpx.TransportError as exc:
+            refused = describe_tls_error(exc)
+            if refused is not None:
+                # A handshake that failed fails the same way next time: nothing was sent, and nothing
+                # will be until the certificates change.
+                raise ExecutionAPIError(
+                    f"Execution API at {self._options[0]}: {refused}", status_code=None, retryable=False
+                ) from None
             raise ExecutionAPIError(
                 f"Execution API unreachable ({type(exc).__name__})", status_code=None, retryable=True
             ) from None

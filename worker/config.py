@@ -11,7 +11,7 @@ from pydantic_settings import NoDecode
 from airlock.codec import DerivedKeyring, EncryptionCodec
 from airlock.egress import DEFAULT_ALLOW, EgressPolicy, EgressRule, Rule
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST
-from airlock.settings import TemporalSettings, split_list
+from airlock.settings import ApiLinkSettings, TemporalSettings, split_list
 from airlock.version import LATEST_EXECUTION_API_VERSION
 
 
@@ -25,8 +25,7 @@ class EgressOverride(BaseModel):
     allow_link_local: bool | None = None
 
 
-class WorkerSettings(TemporalSettings):
-    api_url: str = "http://127.0.0.1:8080"
+class WorkerSettings(TemporalSettings, ApiLinkSettings):
     # Pin the Execution API version this worker speaks (the newest this build knows by default).
     execution_api_version: str = LATEST_EXECUTION_API_VERSION
     worker_token: str = Field(default="", repr=False)

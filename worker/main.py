@@ -11,14 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from temporalio.client import Client
 from temporalio.worker import Worker
 
 from airlock.codec import make_data_converter
 from airlock.execution import JobRegistration
 from airlock.logging import configure_logging
 from airlock.plugins import load_worker_role
-from worker.client import ExecutionAPIClient
+from airlock.temporal_client import connect_temporal
+from worker.client import ExecutionAPIClient, ExecutionAPIError
 from worker.config import WorkerSettings
 from worker.isolation import PR_SET_DUMPABLE, prctl
 from worker.liveness import LivenessJob
@@ -35,11 +35,8 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     forget_secrets_in_environment()
     configure_logging(settings.log_format, settings.log_level)
     stop = stop or _stop_on_signals()
-    client = await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=make_data_converter(settings.codec()),
-    )
+    api_tls = settings.api_tls()
+    client = await connect_temporal(settings, make_data_converter(settings.codec()))
     identity = f"{settings.hostname}:{os.getpid()}"
     # Every line of this process names it; the activities bind the test or trigger they run.
     structlog.contextvars.bind_contextvars(worker=identity)
@@ -59,18 +56,21 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         for queue in settings.queues
     ]
     async with ExecutionAPIClient(
-        settings.api_url, settings.worker_token, api_version=settings.execution_api_version
+        settings.api_url, settings.worker_token, api_version=settings.execution_api_version, verify=api_tls
     ) as api:
         job = LivenessJob(api, interval=settings.job_heartbeat_interval, on_refused=stop.set)
-        job_id = await job.start(
-            JobRegistration(
-                kind=role.kind,
-                hostname=identity,
-                queues=settings.queues,
-                conn_types=role.conn_types,
-                capacity=role.capacity if role.announce_capacity else None,
-            )
+        registration = JobRegistration(
+            kind=role.kind,
+            hostname=identity,
+            queues=settings.queues,
+            conn_types=role.conn_types,
+            capacity=role.capacity if role.announce_capacity else None,
         )
+        try:
+            job_id = await job.start(registration)
+        except ExecutionAPIError as exc:
+            log.error("the worker could not register with the API", error=str(exc))
+            raise SystemExit(f"cannot register with the API: {exc}") from None
         role.on_registered(job_id)
         log.info("worker started", kind=role.kind, job_id=job_id, queues=settings.queues)
         runs = [asyncio.create_task(w.run()) for w in workers]

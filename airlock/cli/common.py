@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 
 from airlock.errors import error_detail
+from airlock.settings import ApiLinkSettings
+from airlock.tls import describe_tls_error
 
 EXIT_OK, EXIT_TEST_FAILED, EXIT_ERROR = 0, 1, 2
 DEFAULT_API_URL = "http://127.0.0.1:8080"
@@ -67,13 +69,17 @@ def api_token() -> str:
 
 @contextmanager
 def public_api(api_url: str) -> Iterator[httpx.Client]:
-    """The public API with the admin token; an API that cannot be reached is a clean exit 2."""
+    """The public API with the admin token, over HTTPS as ``AIRLOCK_API_CA`` and
+    ``AIRLOCK_API_CLIENT_CERT``/``_KEY`` say; an API that cannot be reached is a clean exit 2."""
+    link = load_settings(lambda: ApiLinkSettings(api_url=api_url))
+    # Plain HTTP off loopback is refused before the token is read, let alone sent.
+    verify = link.api_tls()
     headers = {"Authorization": f"Bearer {api_token()}"}
     try:
-        with httpx.Client(base_url=api_url, headers=headers, timeout=15) as client:
+        with httpx.Client(base_url=api_url, headers=headers, timeout=15, verify=verify) as client:
             yield client
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the API at {api_url}: {type(exc).__name__}")
+        fail(f"cannot reach the API at {api_url}: {describe_tls_error(exc) or type(exc).__name__}")
 
 
 def checked(response: httpx.Response, doing: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -37,9 +38,27 @@ class Settings(TemporalSettings):
     )
     jwt_audience: str = "airlock-execution"
 
+    # HTTPS: the API's certificate chain and key (PEM files). With a client CA, every connection must
+    # present a certificate that CA signed (mutual TLS), workers' and the CLI's alike.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = Field(default=None, repr=False)
+    tls_client_ca_file: Path | None = None
+
     # What a provisioned worker's env points at: the API and Temporal as its host reaches them.
     worker_api_url: str = "http://127.0.0.1:8080"
     worker_temporal_address: str | None = None
+    # The CA bundle a worker verifies the API with, handed out inline (AIRLOCK_API_CA); unset: the
+    # worker host's system roots.
+    worker_api_ca_file: Path | None = None
+    # A CA (certificate and key) that signs each provisioned worker a client certificate, valid as
+    # long as its credential: for the API's mutual TLS, and for Temporal's when worker_temporal_tls.
+    worker_client_ca_cert_file: Path | None = None
+    worker_client_ca_key_file: Path | None = Field(default=None, repr=False)
+    # Whether workers reach Temporal over TLS (unset: as the API does), the CA they verify it with and
+    # the name they expect on its certificate.
+    worker_temporal_tls: bool | None = None
+    worker_temporal_tls_ca_file: Path | None = None
+    worker_temporal_tls_server_name: str | None = None
 
     control_queue: str = "airlock-control"
     default_queue: str = "default"
@@ -84,6 +103,16 @@ class Settings(TemporalSettings):
     def _timeouts(self) -> Settings:
         if self.connection_test_timeout > self.max_connection_test_timeout:
             raise ValueError("connection_test_timeout exceeds max_connection_test_timeout")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        if (self.worker_client_ca_cert_file is None) != (self.worker_client_ca_key_file is None):
+            raise ValueError("worker_client_ca_cert_file and worker_client_ca_key_file go together")
         return self
 
     @property

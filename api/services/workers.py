@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock.execution import WORKER_CREDENTIAL_PREFIX
+from api.core.config import Settings
+from api.core.pki import issue_client_certificate
 from api.db.models import Job, WorkerCredential, utcnow
 from api.services import jobs
 from api.services.errors import Conflict, NotFound
@@ -98,3 +100,31 @@ def is_valid(worker: WorkerCredential) -> bool:
 async def active(session: AsyncSession, name: str) -> WorkerCredential | None:
     worker = await session.get(WorkerCredential, name)
     return worker if worker is not None and is_valid(worker) else None
+
+
+def tls_env(settings: Settings, worker: WorkerCredential) -> dict[str, str]:
+    """A worker's TLS settings, inline: the CA that verifies the API, a client certificate signed for
+    it (when the API has a worker CA), and its Temporal TLS settings."""
+    env: dict[str, str] = {}
+    if settings.worker_api_ca_file is not None:
+        env["AIRLOCK_API_CA"] = settings.worker_api_ca_file.read_text()
+    temporal_tls = (
+        settings.temporal_uses_tls if settings.worker_temporal_tls is None else settings.worker_temporal_tls
+    )
+    if temporal_tls:
+        env["AIRLOCK_TEMPORAL_TLS"] = "true"
+        if settings.worker_temporal_tls_ca_file is not None:
+            env["AIRLOCK_TEMPORAL_TLS_CA"] = settings.worker_temporal_tls_ca_file.read_text()
+        if settings.worker_temporal_tls_server_name:
+            env["AIRLOCK_TEMPORAL_TLS_SERVER_NAME"] = settings.worker_temporal_tls_server_name
+    if settings.worker_client_ca_cert_file is not None and settings.worker_client_ca_key_file is not None:
+        cert, key = issue_client_certificate(
+            settings.worker_client_ca_cert_file.read_bytes(),
+            settings.worker_client_ca_key_file.read_bytes(),
+            worker.name,
+            worker.expires_at,
+        )
+        env |= {"AIRLOCK_API_CLIENT_CERT": cert, "AIRLOCK_API_CLIENT_KEY": key}
+        if temporal_tls:
+            env |= {"AIRLOCK_TEMPORAL_TLS_CERT": cert, "AIRLOCK_TEMPORAL_TLS_KEY": key}
+    return env

@@ -32,6 +32,7 @@ from airlock.summaries import (
     trigger_details,
     trigger_summary,
 )
+from airlock.temporal_client import connect_temporal
 from airlock.workloads import (
     ConnectionTestInput,
     SlotRelease,
@@ -49,11 +50,7 @@ from workflows.trigger import TriggerWorkflow
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=make_data_converter(settings.codec()),
-    )
+    return await connect_temporal(settings, make_data_converter(settings.codec()))
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:

@@ -7,6 +7,7 @@ import json
 from fastapi import APIRouter, status
 
 from api.core.config import Settings
+from api.db.models import WorkerCredential
 from api.deps import RuntimeDep, SessionDep
 from api.public.datamodels import WorkerCreate, WorkerCreated, WorkerList, WorkerResponse
 from api.services import workers
@@ -39,7 +40,7 @@ async def add_worker(body: WorkerCreate, session: SessionDep, runtime: RuntimeDe
         queues=worker.queues,
         triggerer=worker.triggerer,
         expires_at=worker.expires_at,
-        env=worker_env(settings, worker.queues, worker.triggerer, provisioned.credential),
+        env=worker_env(settings, worker, provisioned.credential),
     )
 
 
@@ -59,16 +60,17 @@ async def revoke_worker(name: str, session: SessionDep) -> None:
     await workers.revoke(session, name)
 
 
-def worker_env(settings: Settings, queues: list[str], triggerer: bool, credential: str) -> dict[str, str]:
-    """Everything a worker host needs and nothing more: where the API and Temporal are, its credential,
-    its queues and the payload keys of those queues."""
-    return {
+def worker_env(settings: Settings, worker: WorkerCredential, credential: str) -> dict[str, str]:
+    """Everything a worker host needs and nothing more: where the API and Temporal are and how to
+    verify them, its credential (and client certificate), its queues and those queues' payload keys."""
+    env = {
         "AIRLOCK_API_URL": settings.worker_api_url,
         "AIRLOCK_TEMPORAL_ADDRESS": settings.worker_temporal_address or settings.temporal_address,
         "AIRLOCK_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "AIRLOCK_WORKER_TOKEN": credential,
-        "AIRLOCK_QUEUES": ",".join(queues),
-        "AIRLOCK_TRIGGERER": "true" if triggerer else "false",
+        "AIRLOCK_QUEUES": ",".join(worker.queues),
+        "AIRLOCK_TRIGGERER": "true" if worker.triggerer else "false",
         "AIRLOCK_PAYLOAD_KEY_ID": settings.payload_key_id,
-        "AIRLOCK_PAYLOAD_KEYS": json.dumps(settings.queue_keys(queues)),
+        "AIRLOCK_PAYLOAD_KEYS": json.dumps(settings.queue_keys(worker.queues)),
     }
+    return env | workers.tls_env(settings, worker)
