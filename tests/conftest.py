@@ -16,7 +16,7 @@ from airlock import search_attributes
 from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
 from api.db.migrate import upgrade
 from tests import secret_scan, services
-from tests.stack import ApiProcess, ApiServer, Stack, stack_settings
+from tests.stack import ApiProcess, ApiServer, Stack, StackTLS, stack_settings
 from tests.targets import SlowTarget, silent_listener, slow_http
 
 SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
@@ -107,12 +107,17 @@ async def make_stack(
     """Start an API (own control queue, own database) against the session's Temporal server."""
     stacks: list[Stack] = []
 
-    async def factory(**overrides: Any) -> Stack:
+    async def factory(*, tls: bool = False, **overrides: Any) -> Stack:
+        """``tls``: HTTPS with client certificates required (``StackTLS``)."""
+        stack_tls = StackTLS.create(tmp_path / f"pki-{uuid.uuid4().hex[:6]}") if tls else None
         settings = stack_settings(
-            dev_secrets, temporal_address, database_url, **{"job_liveness_timeout": 5, **overrides}
+            dev_secrets,
+            temporal_address,
+            database_url,
+            **{"job_liveness_timeout": 5, **(stack_tls.api_settings() if stack_tls else {}), **overrides},
         )
         upgrade(settings.database_url)
-        stack = Stack(dev_secrets, temporal_address, ApiServer(settings, free_port()), tmp_path)
+        stack = Stack(dev_secrets, temporal_address, ApiServer(settings, free_port()), tmp_path, stack_tls)
         await stack.api.start()
         stacks.append(stack)
         return stack
@@ -131,12 +136,25 @@ async def make_process_stack(
     ``tmp_path/api.log``): what an operator runs, logging set up as in production."""
     stacks: list[Stack] = []
 
-    async def factory(env: dict[str, str] | None = None, **overrides: Any) -> Stack:
+    async def factory(env: dict[str, str] | None = None, *, tls: bool = False, **overrides: Any) -> Stack:
+        stack_tls = StackTLS.create(tmp_path / f"pki-{uuid.uuid4().hex[:6]}") if tls else None
+        tls_settings = stack_tls.api_settings() if stack_tls else {}
         settings = stack_settings(
-            dev_secrets, temporal_address, database_url, **{"job_liveness_timeout": 5, **overrides}
+            dev_secrets,
+            temporal_address,
+            database_url,
+            **{"job_liveness_timeout": 5, **tls_settings, **overrides},
         )
-        api = ApiProcess(settings, dev_secrets, free_port(), tmp_path / "api.log", env or {})
-        stack = Stack(dev_secrets, temporal_address, api, tmp_path)
+        env = {**{f"AIRLOCK_{k.upper()}": str(v) for k, v in tls_settings.items()}, **(env or {})}
+        api = ApiProcess(
+            settings,
+            dev_secrets,
+            free_port(),
+            tmp_path / "api.log",
+            env,
+            verify=stack_tls.client_context() if stack_tls else True,
+        )
+        stack = Stack(dev_secrets, temporal_address, api, tmp_path, stack_tls)
         stacks.append(stack)
         await api.start()
         return stack

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import uuid
@@ -20,9 +21,10 @@ import uvicorn
 from airlock.devstack import DevSecrets, api_env, worker_env
 from api.core.config import Settings
 from api.deps import Runtime
-from api.main import KEEP_ALIVE_SECONDS, create_app
+from api.main import KEEP_ALIVE_SECONDS, create_app, tls_options
 from api.temporal.reaper import ConnectionTestReaper
 from tests import secret_scan
+from tests.pki import ClientCert, TestPKI, client_context
 
 TERMINAL = {"success", "failed"}
 
@@ -44,6 +46,46 @@ def stack_settings(
     return Settings(**{**values, **overrides})
 
 
+@dataclass(frozen=True)
+class StackTLS:
+    """HTTPS with client certificates required, on a test CA: the API presents a certificate for
+    127.0.0.1, signs each provisioned worker a client certificate, and the harness (its clients, the
+    CLI) presents ``admin``."""
+
+    pki: TestPKI
+    admin: ClientCert
+
+    @classmethod
+    def create(cls, directory: Path) -> StackTLS:
+        pki = TestPKI(directory)
+        return cls(pki, pki.client("harness"))
+
+    def api_settings(self) -> dict[str, Any]:
+        server = self.pki.server("127.0.0.1", "localhost")
+        return {
+            "tls_cert_file": server.cert_file,
+            "tls_key_file": server.key_file,
+            "tls_client_ca_file": self.pki.ca_file,
+            "worker_api_ca_file": self.pki.ca_file,
+            "worker_client_ca_cert_file": self.pki.ca_file,
+            "worker_client_ca_key_file": self.pki.ca_key_file,
+        }
+
+    def client_context(self) -> ssl.SSLContext:
+        return client_context(self.pki.ca_file, self.admin)
+
+    def cli_env(self) -> dict[str, str]:
+        return {
+            "AIRLOCK_API_CA": str(self.pki.ca_file),
+            "AIRLOCK_API_CLIENT_CERT": str(self.admin.cert_file),
+            "AIRLOCK_API_CLIENT_KEY": str(self.admin.key_file),
+        }
+
+
+def api_url(settings: Settings, port: int) -> str:
+    return f"{'https' if settings.tls_cert_file else 'http'}://127.0.0.1:{port}"
+
+
 @dataclass
 class ApiServer:
     settings: Settings
@@ -53,7 +95,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return api_url(self.settings, self.port)
 
     async def start(self) -> None:
         # INFO with the access log, into the root logger: the secret scan reads what an operator
@@ -66,6 +108,7 @@ class ApiServer:
             log_config=None,
             lifespan="on",
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            **tls_options(self.settings),
         )
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -95,11 +138,13 @@ class ApiProcess:
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # How the harness verifies it (and the client certificate it presents) when it serves HTTPS.
+    verify: ssl.SSLContext | bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return api_url(self.settings, self.port)
 
     async def start(self) -> None:
         env = api_env(
@@ -124,7 +169,7 @@ class ApiProcess:
             self.proc = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
+        async with httpx.AsyncClient(base_url=self.url, timeout=2, verify=self.verify) as client:
             for _ in range(600):
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"airlock api exited with {self.proc.returncode}; see {self.log_path}")
@@ -153,6 +198,7 @@ class Stack:
     temporal_address: str
     api: ApiServer | ApiProcess
     log_dir: Path
+    tls: StackTLS | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -171,6 +217,7 @@ class Stack:
             base_url=self.api.url,
             headers={"Authorization": f"Bearer {token or self.secrets.admin_token}"},
             timeout=30,
+            verify=self.tls.client_context() if self.tls else True,
         )
 
     async def provision(self, name: str, queues: list[str], *, triggerer: bool = False) -> dict[str, str]:
@@ -188,6 +235,8 @@ class Stack:
         secret_scan.register(env["AIRLOCK_WORKER_TOKEN"], secret_scan.TOKEN)
         for key in json.loads(env["AIRLOCK_PAYLOAD_KEYS"]).values():
             secret_scan.register(key, secret_scan.KEY)
+        if "AIRLOCK_API_CLIENT_KEY" in env:
+            secret_scan.register(pem_body(env["AIRLOCK_API_CLIENT_KEY"]), secret_scan.KEY)
         return {**env, "AIRLOCK_API_URL": self.api.url}
 
     async def start_worker(self, *queues: str, name: str = "test", **env: str) -> subprocess.Popen[bytes]:
@@ -234,6 +283,7 @@ class Stack:
             **os.environ,
             "AIRLOCK_API_TOKEN": self.secrets.admin_token,
             "AIRLOCK_API_URL": self.api.url,
+            **(self.tls.cli_env() if self.tls else {}),
             **env_overrides,
         }
         proc = await asyncio.create_subprocess_exec(
@@ -277,6 +327,11 @@ async def wait_terminal(client: httpx.AsyncClient, test_id: str, timeout: float 
             return body
         await asyncio.sleep(0.1)
     raise TimeoutError(f"test {test_id} did not end within {timeout} s")
+
+
+def pem_body(pem: str) -> str:
+    """The longest line of a PEM block: what a leak of it shows, whichever way it is wrapped."""
+    return max(pem.splitlines(), key=len)
 
 
 def unique(prefix: str) -> str:
