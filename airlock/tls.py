@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,29 @@ def describe_tls_error(exc: BaseException) -> str | None:
             return f"TLS handshake failed ({reason})"
         current = current.__cause__ or current.__context__
     return None
+
+
+def probe_handshake(
+    url: str, context: ssl.SSLContext, *, presents_certificate: bool, timeout: float = 5.0
+) -> str | None:
+    """Why ``url``'s server refuses a TLS connection from ``context``, seen from a connection that sends
+    nothing; None when it accepts one. A TLS 1.3 server checks a client's certificate after the
+    handshake, and a client that has sent its request by then usually sees only a reset: the server's
+    alert is lost with the unread request. With nothing sent, the alert arrives."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.settimeout(min(timeout, 1.0))
+                try:
+                    tls.recv(1)
+                except TimeoutError:
+                    return None  # the server waits for a request: it took the certificate
+                lacking = "" if presents_certificate else " (this client presents none)"
+                return (
+                    "the server closed the connection right after the TLS handshake, before any "
+                    f"request: it did not accept this client's certificate{lacking}"
+                )
+    except (ssl.SSLError, OSError) as exc:
+        return describe_tls_error(exc) or f"{type(exc).__name__}: {exc}"

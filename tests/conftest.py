@@ -100,6 +100,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+def _stack_tls(tls: StackTLS | bool, tmp_path: Path) -> StackTLS | None:
+    if isinstance(tls, StackTLS):
+        return tls
+    return StackTLS.create(tmp_path / f"pki-{uuid.uuid4().hex[:6]}") if tls else None
+
+
 @pytest.fixture
 async def make_stack(
     dev_secrets: Any, temporal_address: str, database_url: str, tmp_path: Path
@@ -107,9 +113,9 @@ async def make_stack(
     """Start an API (own control queue, own database) against the session's Temporal server."""
     stacks: list[Stack] = []
 
-    async def factory(*, tls: bool = False, **overrides: Any) -> Stack:
-        """``tls``: HTTPS with client certificates required (``StackTLS``)."""
-        stack_tls = StackTLS.create(tmp_path / f"pki-{uuid.uuid4().hex[:6]}") if tls else None
+    async def factory(*, tls: StackTLS | bool = False, **overrides: Any) -> Stack:
+        """``tls``: HTTPS with client certificates required (``StackTLS``; True: on a new test CA)."""
+        stack_tls = _stack_tls(tls, tmp_path)
         settings = stack_settings(
             dev_secrets,
             temporal_address,
@@ -136,8 +142,10 @@ async def make_process_stack(
     ``tmp_path/api.log``): what an operator runs, logging set up as in production."""
     stacks: list[Stack] = []
 
-    async def factory(env: dict[str, str] | None = None, *, tls: bool = False, **overrides: Any) -> Stack:
-        stack_tls = StackTLS.create(tmp_path / f"pki-{uuid.uuid4().hex[:6]}") if tls else None
+    async def factory(
+        env: dict[str, str] | None = None, *, tls: StackTLS | bool = False, **overrides: Any
+    ) -> Stack:
+        stack_tls = _stack_tls(tls, tmp_path)
         tls_settings = stack_tls.api_settings() if stack_tls else {}
         settings = stack_settings(
             dev_secrets,

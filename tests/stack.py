@@ -30,7 +30,7 @@ TERMINAL = {"success", "failed"}
 
 
 def stack_settings(
-    secrets: DevSecrets, temporal_address: str, database_url: str, **overrides: Any
+    secrets: DevSecrets, temporal_address: str, database_url: str, /, **overrides: Any
 ) -> Settings:
     """API settings for a throwaway stack: its own control queue, the given secrets and database."""
     values: dict[str, Any] = {
@@ -140,6 +140,8 @@ class ApiProcess:
     env: dict[str, str] = field(default_factory=dict)
     # How the harness verifies it (and the client certificate it presents) when it serves HTTPS.
     verify: ssl.SSLContext | bool = True
+    # False: ``--no-migrate``, for replicas of a database an ``airlock db upgrade`` step migrated.
+    migrate: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -164,6 +166,7 @@ class ApiProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
+            *([] if self.migrate else ["--no-migrate"]),
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -200,6 +203,8 @@ class Stack:
     log_dir: Path
     tls: StackTLS | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Each worker's output, by pid.
+    worker_logs: dict[int, Path] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -237,6 +242,10 @@ class Stack:
             secret_scan.register(key, secret_scan.KEY)
         if "AIRLOCK_API_CLIENT_KEY" in env:
             secret_scan.register(pem_body(env["AIRLOCK_API_CLIENT_KEY"]), secret_scan.KEY)
+        # The API's answer when the stack set worker_api_url (replicas behind a proxy, say); otherwise
+        # this API's own URL, since the default names no test's port.
+        if "worker_api_url" in self.settings.model_fields_set:
+            return env
         return {**env, "AIRLOCK_API_URL": self.api.url}
 
     async def start_worker(self, *queues: str, name: str = "test", **env: str) -> subprocess.Popen[bytes]:
@@ -247,15 +256,17 @@ class Stack:
             AIRLOCK_EGRESS_ALLOW_LOOPBACK="true",  # every target of the suite listens on 127.0.0.1
             **env,
         )
-        log = open(self.log_dir / f"worker-{uuid.uuid4().hex[:6]}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "airlock.cli", "worker"],
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        log_path = self.log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "airlock.cli", "worker"],
+                env=process_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.workers.append(proc)
+        self.worker_logs[proc.pid] = log_path
         return proc
 
     async def serve_queue(self, prefix: str = "net", workers: int = 1) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from airlock.execution import JobRegistration
 from airlock.logging import configure_logging
 from airlock.plugins import load_worker_role
 from airlock.temporal_client import connect_temporal
+from airlock.tls import probe_handshake
 from worker.client import ExecutionAPIClient, ExecutionAPIError
 from worker.config import WorkerSettings
 from worker.isolation import PR_SET_DUMPABLE, prctl
@@ -69,8 +71,17 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         try:
             job_id = await job.start(registration)
         except ExecutionAPIError as exc:
-            log.error("the worker could not register with the API", error=str(exc))
-            raise SystemExit(f"cannot register with the API: {exc}") from None
+            reason = str(exc)
+            if exc.retryable and exc.status_code is None and isinstance(api_tls, ssl.SSLContext):
+                refused = await asyncio.to_thread(
+                    probe_handshake,
+                    settings.api_url,
+                    api_tls,
+                    presents_certificate=bool(settings.api_client_cert),
+                )
+                reason += f"; {refused}" if refused else ""
+            log.error("the worker could not register with the API", error=reason)
+            raise SystemExit(f"cannot register with the API: {reason}") from None
         role.on_registered(job_id)
         log.info("worker started", kind=role.kind, job_id=job_id, queues=settings.queues)
         runs = [asyncio.create_task(w.run()) for w in workers]

@@ -7,6 +7,7 @@ as it is: never read as markup, never cut.
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from rich.console import Console
 
 from airlock.errors import error_detail
 from airlock.settings import ApiLinkSettings
-from airlock.tls import describe_tls_error
+from airlock.tls import describe_tls_error, probe_handshake
 
 EXIT_OK, EXIT_TEST_FAILED, EXIT_ERROR = 0, 1, 2
 DEFAULT_API_URL = "http://127.0.0.1:8080"
@@ -79,7 +80,10 @@ def public_api(api_url: str) -> Iterator[httpx.Client]:
         with httpx.Client(base_url=api_url, headers=headers, timeout=15, verify=verify) as client:
             yield client
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the API at {api_url}: {describe_tls_error(exc) or type(exc).__name__}")
+        reason = describe_tls_error(exc)
+        if reason is None and isinstance(verify, ssl.SSLContext):
+            reason = probe_handshake(api_url, verify, presents_certificate=bool(link.api_client_cert))
+        fail(f"cannot reach the API at {api_url}: {reason or type(exc).__name__}")
 
 
 def checked(response: httpx.Response, doing: str) -> Any:

@@ -1,0 +1,145 @@
+"""Real TLS on every link: the API on HTTPS with client certificates required, workers provisioned
+with a CA bundle and a client certificate the API signed for them, and Temporal behind a
+TLS-terminating proxy that asks for a client certificate too."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from temporalio.converter import DataConverter
+
+from airlock.settings import TemporalSettings
+from airlock.temporal_client import connect_temporal
+from airlock.triggers import TIMEDELTA_TRIGGER
+from tests.pki import TestPKI, server_context
+from tests.stack import Stack, StackTLS, unique, wait_terminal
+from tests.test_triggers import defer, start_triggerer, wait_trigger
+from tests.tlsproxy import Proxy
+
+FILE_TRIGGER = "airlock.triggers.FileTrigger"
+
+
+async def _runs_a_test_and_a_trigger(stack: Stack, queue: str, trigger_queue: str, tmp_path: Path) -> None:
+    target = tmp_path / f"ready-{unique('f')}"
+    target.write_text("ready")
+    async with stack.client() as client:
+        response = await client.post(
+            "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
+        )
+        assert response.status_code == 202, response.text
+        result = await wait_terminal(client, response.json()["id"], timeout=60)
+        assert result["state"] == "success", result
+        ti = await defer(client, FILE_TRIGGER, {"filepath": str(target), "poll_interval": 0.2}, queue=trigger_queue)
+        trigger = await wait_trigger(client, ti["trigger_id"], timeout=60)
+        assert trigger["state"] == "fired", trigger
+
+
+async def test_workers_with_the_signed_certificate_run_over_mutual_tls(make_stack, tmp_path: Path) -> None:
+    stack = await make_stack(tls=True)
+    assert stack.api.url.startswith("https://")
+    env = await stack.provision("edge", ["x"])
+    # The provisioned env carries the CA that verifies the API and a client certificate signed for the
+    # worker, inline: one file to move to the worker's host.
+    assert env["AIRLOCK_API_CA"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "BEGIN CERTIFICATE" in env["AIRLOCK_API_CLIENT_CERT"]
+    assert "PRIVATE KEY" in env["AIRLOCK_API_CLIENT_KEY"]
+    queue = await stack.serve_queue("tls")
+    trigger_queue = await start_triggerer(stack)
+    await _runs_a_test_and_a_trigger(stack, queue, trigger_queue, tmp_path)
+    # The CLI, with the harness's certificate, works over HTTPS too.
+    code, output = await stack.cli("workers", "list")
+    assert code == 0 and "tls-0" in output, output
+
+
+async def _refused(stack: Stack, **env: str) -> str:
+    """Start a worker with ``env`` over its provisioned one; it must exit, registering nothing. Its log."""
+    proc = await stack.start_worker(unique("refused"), name="refused", **env)
+    code = await asyncio.to_thread(proc.wait, 60)
+    log = stack.worker_logs[proc.pid].read_text(errors="replace")
+    assert code == 2, log
+    async with stack.client() as client:
+        jobs = (await client.get("/api/v2/jobs")).json()["jobs"]
+    assert not [job for job in jobs if str(proc.pid) in job["hostname"]], jobs
+    return log
+
+
+async def test_workers_without_the_right_certificates_are_refused_at_the_handshake(
+    make_stack, tmp_path: Path
+) -> None:
+    stack = await make_stack(tls=True)
+    stranger = TestPKI(tmp_path / "stranger")
+    other = stranger.client("edge")
+    # No client certificate: the API's handshake asks for one and ends the connection.
+    log = await _refused(stack, AIRLOCK_API_CLIENT_CERT="", AIRLOCK_API_CLIENT_KEY="")
+    assert "did not accept this client's certificate" in log, log
+    # One signed by another CA.
+    log = await _refused(
+        stack, AIRLOCK_API_CLIENT_CERT=str(other.cert_file), AIRLOCK_API_CLIENT_KEY=str(other.key_file)
+    )
+    assert "did not accept this client's certificate" in log, log
+    # A worker that cannot verify the API never sends its credential: the handshake fails first.
+    log = await _refused(stack, AIRLOCK_API_CA=str(stranger.ca_file))
+    assert "the server's certificate was not accepted" in log, log
+
+
+async def test_api_and_workers_reach_temporal_through_tls_with_client_certificates(
+    make_stack, temporal_address: str, tmp_path: Path
+) -> None:
+    stack_tls = StackTLS.create(tmp_path / "pki")
+    pki = stack_tls.pki
+    server = pki.server("temporal.test")
+    proxy = Proxy(
+        [(temporal_address.split(":")[0], int(temporal_address.split(":")[1]))],
+        server_ssl=server_context(server, client_ca=pki.ca_file, alpn=["h2"]),
+    ).start()
+    api_cert = pki.client("airlock-api")
+    temporal_tls = {
+        "temporal_tls_ca": str(pki.ca_file),
+        "temporal_tls_server_name": "temporal.test",
+    }
+    stack: Stack | None = None
+    try:
+        stack = await make_stack(
+            tls=stack_tls,
+            temporal_address=proxy.address,
+            temporal_tls_cert=str(api_cert.cert_file),
+            temporal_tls_key=str(api_cert.key_file),
+            worker_temporal_tls_ca_file=pki.ca_file,
+            worker_temporal_tls_server_name="temporal.test",
+            **temporal_tls,
+        )
+        env = await stack.provision("edge", ["x"])
+        assert env["AIRLOCK_TEMPORAL_ADDRESS"] == proxy.address and env["AIRLOCK_TEMPORAL_TLS"] == "true"
+        assert env["AIRLOCK_TEMPORAL_TLS_CERT"] == env["AIRLOCK_API_CLIENT_CERT"]
+        queue = await stack.serve_queue("tls-temporal")
+        trigger_queue = await start_triggerer(stack)
+        await _runs_a_test_and_a_trigger(stack, queue, trigger_queue, tmp_path)
+        # A durable timer lives in the API's control workflows: they too run through the proxy.
+        async with stack.client() as client:
+            ti = await defer(client, TIMEDELTA_TRIGGER, {"delta": 1})
+            assert (await wait_trigger(client, ti["trigger_id"], timeout=30))["state"] == "fired"
+        assert sum(proxy.connections.values()) >= 3  # the API, the worker, the triggerer
+
+        # Without a client certificate, or expecting another server name, nothing connects.
+        without = TemporalSettings(temporal_address=proxy.address, **temporal_tls)
+        with pytest.raises(SystemExit, match=r"cannot connect to Temporal .* over TLS") as refused:
+            await connect_temporal(without, DataConverter.default)
+        assert "CertificateRequired" in str(refused.value), refused.value
+        wrong_name = TemporalSettings(
+            temporal_address=proxy.address,
+            temporal_tls_ca=str(pki.ca_file),
+            temporal_tls_cert=str(api_cert.cert_file),
+            temporal_tls_key=str(api_cert.key_file),
+            temporal_tls_server_name="elsewhere.test",
+        )
+        with pytest.raises(SystemExit, match=r"cannot connect to Temporal .* over TLS") as refused:
+            await connect_temporal(wrong_name, DataConverter.default)
+        assert "NotValidForName" in str(refused.value), refused.value
+    finally:
+        # The stack first: its clients would otherwise retry against a proxy that is gone.
+        if stack is not None:
+            stack.stop_workers()
+            await stack.api.stop()
+        proxy.stop()
