@@ -17,6 +17,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from airlock.logging import configure_logging, request_scope
+from airlock.tls import PLAINTEXT_OPT_IN, PlaintextRefused, is_loopback
 from api import codec
 from api.core.config import Settings
 from api.core.crypto import SecretBox
@@ -145,6 +146,14 @@ def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> 
 
     configure_logging(settings.log_format, settings.log_level)
     settings.require_secrets()
+    if settings.tls_cert_file is None and not (is_loopback(host) or settings.allow_plaintext):
+        raise PlaintextRefused(
+            f"refusing to serve the API on {host} over plain HTTP: workers' credentials and connections' "
+            "passwords would cross the network in clear. Set AIRLOCK_TLS_CERT_FILE and AIRLOCK_TLS_KEY_FILE, "
+            f"or {PLAINTEXT_OPT_IN} behind a TLS-terminating load balancer on a trusted network"
+        )
+    # Refused or invalid Temporal TLS settings stop the start here, before anything listens.
+    settings.temporal_tls_config()
     if migrate:
         upgrade(settings.database_url)
     log.info(

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from temporalio.service import TLSConfig
 
+from airlock.devstack import api_env, ensure_secrets
 from airlock.settings import ApiLinkSettings, TemporalSettings
 from airlock.tls import PlaintextRefused, is_loopback, read_pem
 from api.core.pki import issue_client_certificate
@@ -152,3 +153,19 @@ async def test_the_cli_refuses_to_send_its_token_over_plain_http_off_loopback() 
         "workers", "list", env={"AIRLOCK_API_URL": f"http://{REMOTE}:8080", "AIRLOCK_API_TOKEN": "t" * 30}
     )
     assert code == 2 and "refusing to reach the API" in out, out
+
+
+async def test_the_api_refuses_plain_http_off_loopback_and_plaintext_temporal(tmp_path: Path) -> None:
+    env = api_env(
+        ensure_secrets(tmp_path / "secrets"),
+        temporal_address="127.0.0.1:7233",
+        database_url=f"sqlite:///{tmp_path / 'airlock.db'}",
+    )
+    env = {k: v for k, v in env.items() if k.startswith("AIRLOCK_")}
+    code, out = await _run_cli("api", "--host", "0.0.0.0", "--port", "1", env=env)
+    assert code == 2 and "refusing to serve the API on 0.0.0.0 over plain HTTP" in out, out
+    remote_temporal = env | {"AIRLOCK_TEMPORAL_ADDRESS": f"{REMOTE}:7233"}
+    code, out = await _run_cli("api", "--port", "1", env=remote_temporal)
+    assert code == 2 and f"refusing to reach Temporal at {REMOTE} without TLS" in out, out
+    # Nothing was migrated either: the refusals come first.
+    assert not (tmp_path / "airlock.db").exists()
