@@ -1,4 +1,4 @@
-"""The API host's commands: ``airlock api``, ``airlock db upgrade``, ``airlock tokens worker``.
+"""The API host's commands: ``airlock api`` and ``airlock db upgrade``.
 
 Registered through the ``airlock.commands`` entry points and loaded only when one of them runs: the
 API's dependencies stay out of every other ``airlock`` command (a worker above all).
