@@ -137,6 +137,11 @@ class RequestLogScope:
 # timeouts a client can send on a connection at the moment the server closes it, and the request fails
 # with a read error; the server holding on longer leaves every close to the client, between requests.
 KEEP_ALIVE_SECONDS = 65
+# How long a stopping replica waits for open connections. Requests take well under a second, but an
+# idle keep-alive connection over TLS waits for the client's close_notify, which a pooled client never
+# sends: without a bound, every HTTPS replica with workers attached took 30 s (asyncio's TLS shutdown
+# timeout) to stop, past a typical orchestrator's grace period.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> None:
@@ -173,6 +178,7 @@ def serve(settings: Settings, host: str, port: int, *, migrate: bool = True) -> 
         log_level=None,
         access_log=True,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **tls_options(settings),
     )
 

@@ -21,7 +21,7 @@ import uvicorn
 from airlock.devstack import DevSecrets, api_env, worker_env
 from api.core.config import Settings
 from api.deps import Runtime
-from api.main import KEEP_ALIVE_SECONDS, create_app, tls_options
+from api.main import GRACEFUL_SHUTDOWN_SECONDS, KEEP_ALIVE_SECONDS, create_app, tls_options
 from api.temporal.reaper import ConnectionTestReaper
 from tests import secret_scan
 from tests.pki import ClientCert, TestPKI, client_context
@@ -108,6 +108,7 @@ class ApiServer:
             log_config=None,
             lifespan="on",
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **tls_options(self.settings),
         )
         self.server = uvicorn.Server(config)
