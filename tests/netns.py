@@ -102,6 +102,14 @@ class Namespace:
         routes: list[dict[str, Any]] = json.loads(done.stdout or "[]")
         return routes
 
+    def tx_packets(self, device: str) -> int:
+        """How many packets ``device`` (inside this namespace) has sent so far."""
+        done = self.run("ip", "-s", "-j", "link", "show", "dev", device)
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.name}: ip -s link show {device}: {done.stderr.strip()}")
+        packets: int = json.loads(done.stdout)[0]["stats64"]["tx"]["packets"]
+        return packets
+
     def pids(self) -> list[int]:
         done = _ip("netns", "pids", self.name, check=False)
         return [int(p) for p in done.stdout.split()]
@@ -332,7 +340,9 @@ def client_main(argv: Sequence[str] | None = None) -> None:
     """A tiny client run *inside* a namespace (``python -c``): the host never dials these addresses.
 
     ``http METHOD URL [JSON]``, ``wait-port HOST PORT TIMEOUT``, ``wait-job API QUEUE TIMEOUT``,
-    ``wait-test API ID TIMEOUT``, ``connect HOST PORT TIMEOUT``. Prints one JSON line."""
+    ``wait-test API ID TIMEOUT``, ``connect HOST PORT TIMEOUT``. Prints one JSON line. For an
+    ``https://`` API: ``AIRLOCK_API_CA`` verifies it, ``AIRLOCK_API_CLIENT_CERT``/``_KEY`` are the
+    client certificate it asks for (each a path or the PEM itself, as a worker takes them)."""
     import socket
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -367,7 +377,17 @@ def client_main(argv: Sequence[str] | None = None) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if os.environ.get("AIRLOCK_API_VERSION"):
         headers["Airlock-API-Version"] = os.environ["AIRLOCK_API_VERSION"]
-    with httpx.Client(headers=headers, timeout=30, trust_env=False) as http:
+    verify: Any = True
+    if os.environ.get("AIRLOCK_API_CA"):
+        from airlock.tls import client_context
+
+        verify = client_context(
+            os.environ["AIRLOCK_API_CA"],
+            os.environ.get("AIRLOCK_API_CLIENT_CERT"),
+            os.environ.get("AIRLOCK_API_CLIENT_KEY"),
+            what="client_main",
+        )
+    with httpx.Client(headers=headers, timeout=30, trust_env=False, verify=verify) as http:
         if command == "http":
             method, url = args[0], args[1]
             body = json.loads(args[2]) if len(args) > 2 else None

@@ -160,16 +160,35 @@ async def test_real_drivers_run_within_the_default_limits(forks: ForkServer, tmp
 
 
 async def test_a_running_worker_shows_no_secret_in_its_proc_environ(make_stack) -> None:
-    """Driver code runs as the worker's uid and could read /proc/<worker pid>/environ: the block the
-    worker started with still names its secrets, but their values are gone."""
-    stack = await make_stack()
+    """Driver code runs as the worker's uid and could read /proc/<pid>/environ of the worker and of its
+    fork server: the block the worker started with still names its secrets, but their values are gone,
+    and its children never had them. Over mutual TLS, its client key is one of them."""
+    stack = await make_stack(tls=True)
     queue = unique("environ")
     env = await stack.provision("environ", [queue])
     await stack.start_worker(queue, name="environ", **env)
     await stack.wait_worker(queue)
     worker = stack.workers[0]
+    secrets = [
+        env["AIRLOCK_WORKER_TOKEN"],
+        *json.loads(env["AIRLOCK_PAYLOAD_KEYS"]).values(),
+        # Not the key's last line: that is its public half, which the certificate carries too.
+        *env["AIRLOCK_API_CLIENT_KEY"].splitlines()[1:-2],
+    ]
     environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
-    assert b"AIRLOCK_PAYLOAD_KEYS=" in environ and b"AIRLOCK_WORKER_TOKEN=" in environ
-    for key in json.loads(env["AIRLOCK_PAYLOAD_KEYS"]).values():
-        assert key.encode() not in environ
-    assert env["AIRLOCK_WORKER_TOKEN"].encode() not in environ
+    assert b"AIRLOCK_PAYLOAD_KEYS=" in environ and b"AIRLOCK_API_CLIENT_KEY=" in environ
+    children = _descendants(worker.pid)
+    assert children, "the worker's fork server is its child"
+    for pid in (worker.pid, *children):
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        leaked = [secret[:8] for secret in secrets if secret.encode() in environ]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert not leaked, f"process {pid} ({command}) holds secrets starting {leaked}"
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in map(int, (task / "children").read_text().split()):
+            found += [child, *_descendants(child)]
+    return found

@@ -145,8 +145,9 @@ class Proxy:
             upstream = _Plain(*opened)
             await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
         except asyncio.CancelledError:
+            # Only stop() cancels these tasks. Not re-raised: on Python 3.11 asyncio's own done-callback
+            # for a stream handler logs a cancelled task as an error ("Exception in callback").
             aborting = True
-            raise
         finally:
             for side in (client, upstream):
                 if side is None:

@@ -28,7 +28,16 @@ from worker.role import RoleFactory
 
 log = structlog.get_logger(__name__)
 
-SECRET_VARIABLES = frozenset({"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEYS"})
+# Its credentials: the API's and Temporal's (a client key given inline, an API key) and its payload keys.
+SECRET_VARIABLES = frozenset(
+    {
+        "AIRLOCK_WORKER_TOKEN",
+        "AIRLOCK_PAYLOAD_KEYS",
+        "AIRLOCK_API_CLIENT_KEY",
+        "AIRLOCK_TEMPORAL_TLS_KEY",
+        "AIRLOCK_TEMPORAL_API_KEY",
+    }
+)
 
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:

@@ -2,6 +2,12 @@
 worker and its target in an ``edge`` namespace, one veth pair between them. The worker reaches
 Temporal and the API and tests its target; it has no route to the database.
 
+Every link an edge worker opens is mutual TLS, with certificates from a test CA: the API serves HTTPS
+and asks for a client certificate; Temporal listens on control's loopback only, and the edges reach it
+through a TLS-terminating proxy in control (``tests/tlsproxy.py``) that asks for one too. The workers
+get the CA and a client certificate signed for them from their provisioning, and are not allowed
+plaintext: one given a plain ``http://`` API URL refuses to start, before sending a packet.
+
 Safety (see ``tests/netns.py``): private addresses the host does not use, no default route in either
 namespace, routes checked with ``ip route get`` before any traffic, every client run inside a
 namespace (the host sends nothing to these addresses), everything torn down in ``finally``."""
@@ -22,14 +28,17 @@ import pytest
 from airlock import search_attributes
 from airlock.devstack import DevSecrets, api_env, temporal_command, worker_env
 from airlock.version import LATEST_EXECUTION_API_VERSION
-from tests import pgcluster
-from tests.netns import Namespace, Segment, netns_unavailable, segment
+from tests import pgcluster, secret_scan
+from tests.netns import Namespace, Segment, clean_env, netns_unavailable, segment
+from tests.pki import TestPKI
 from tests.reliability import record
-from tests.stack import unique
+from tests.stack import pem_body, unique
 
 REPO = Path(__file__).resolve().parents[2]
 DB_PORT, TEMPORAL_PORT, API_PORT, TARGET_PORT = 5432, 7233, 8080, 8000
 SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
+# The name the workers expect on the Temporal proxy's certificate, whichever address they dial.
+TEMPORAL_SERVER_NAME = "temporal.test"
 
 
 @pytest.mark.slow
@@ -67,15 +76,52 @@ def _run_scenario(
     seg: Segment, pg: pgcluster.PgCluster, secrets: DevSecrets, tmp_path: Path, started: float, checks: int
 ) -> None:
     control, edge = seg.control, seg.edge
-    api_inside = f"http://127.0.0.1:{API_PORT}"  # how the test reaches the API: from inside control
-    admin = {"AIRLOCK_API_TOKEN": secrets.admin_token}
+    pki = TestPKI(tmp_path / "pki")
+    # The API as the test reaches it (control's loopback) and as each edge does (its veth address).
+    api_cert = pki.server(seg.control_ip, seg.control_b_ip, "127.0.0.1")
+    temporal_cert = pki.server(TEMPORAL_SERVER_NAME, seg.control_ip, seg.control_b_ip)
+    admin_cert = pki.client("segmentation-admin")
+    api_inside = f"https://127.0.0.1:{API_PORT}"  # how the test reaches the API: from inside control
+    admin = {
+        "AIRLOCK_API_TOKEN": secrets.admin_token,
+        "AIRLOCK_API_CA": str(pki.ca_file),
+        "AIRLOCK_API_CLIENT_CERT": str(admin_cert.cert_file),
+        "AIRLOCK_API_CLIENT_KEY": str(admin_cert.key_file),
+    }
 
+    # Temporal on control's loopback only: the edges reach it through the proxy's TLS, or not at all.
     temporal = temporal_command(
-        {"ip": "0.0.0.0", "port": TEMPORAL_PORT, "headless": True, "search_attributes": SEARCH_ATTRIBUTES},
+        {"ip": "127.0.0.1", "port": TEMPORAL_PORT, "headless": True, "search_attributes": SEARCH_ATTRIBUTES},
     )
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
     server = seg.spawn(control, "temporal", temporal, env=plain_env, log_dir=tmp_path)
+    proxy = seg.spawn(
+        control,
+        "temporal-tls-proxy",
+        [
+            sys.executable,
+            "-m",
+            "tests.tlsproxy",
+            "--listen",
+            f"{seg.control_ip}:{TEMPORAL_PORT}",
+            "--listen",
+            f"{seg.control_b_ip}:{TEMPORAL_PORT}",
+            "--backend",
+            f"127.0.0.1:{TEMPORAL_PORT}",
+            "--cert",
+            str(temporal_cert.cert_file),
+            "--key",
+            str(temporal_cert.key_file),
+            "--client-ca",
+            str(pki.ca_file),
+        ],
+        env=plain_env,
+        log_dir=tmp_path,
+        cwd=REPO,
+    )
     _wait_port(seg, control, "127.0.0.1", TEMPORAL_PORT, server)
+    # Not a probe connection: it would count as a refused handshake in the proxy's report.
+    _wait_log(seg.logs["temporal-tls-proxy"], "listening on ", proxy)
     database_url = pg.url(host=seg.db_ip, database="airlock")
     api = seg.spawn(
         control,
@@ -85,15 +131,26 @@ def _run_scenario(
             secrets,
             temporal_address=f"127.0.0.1:{TEMPORAL_PORT}",
             database_url=database_url,
-            # What provisioned workers are told: the API and Temporal as the edge reaches them.
-            AIRLOCK_WORKER_API_URL=f"http://{seg.control_ip}:{API_PORT}",
+            # HTTPS, and every client must present a certificate from the test CA.
+            AIRLOCK_TLS_CERT_FILE=str(api_cert.cert_file),
+            AIRLOCK_TLS_KEY_FILE=str(api_cert.key_file),
+            AIRLOCK_TLS_CLIENT_CA_FILE=str(pki.ca_file),
+            # What provisioned workers are told: the API and Temporal as the edge reaches them, the CA
+            # to verify both with, and a client certificate signed by that CA, for both.
+            AIRLOCK_WORKER_API_URL=f"https://{seg.control_ip}:{API_PORT}",
             AIRLOCK_WORKER_TEMPORAL_ADDRESS=f"{seg.control_ip}:{TEMPORAL_PORT}",
+            AIRLOCK_WORKER_API_CA_FILE=str(pki.ca_file),
+            AIRLOCK_WORKER_CLIENT_CA_CERT_FILE=str(pki.ca_file),
+            AIRLOCK_WORKER_CLIENT_CA_KEY_FILE=str(pki.ca_key_file),
+            AIRLOCK_WORKER_TEMPORAL_TLS="true",
+            AIRLOCK_WORKER_TEMPORAL_TLS_CA_FILE=str(pki.ca_file),
+            AIRLOCK_WORKER_TEMPORAL_TLS_SERVER_NAME=TEMPORAL_SERVER_NAME,
         ),
         log_dir=tmp_path,
         cwd=REPO,
     )
     _wait_port(seg, control, "127.0.0.1", API_PORT, api)
-    health = seg.client(control, "http", "GET", f"{api_inside}/health")
+    health = seg.client(control, "http", "GET", f"{api_inside}/health", env=admin)
     assert health["status"] == 200, health
 
     target_dir = tmp_path / "target"
@@ -121,6 +178,9 @@ def _run_scenario(
     env = worker_env(_provision(seg, api_inside, admin, "edge-1", queue), AIRLOCK_JOB_HEARTBEAT_INTERVAL="1")
     # Invariant 1: a worker is given no database URL or credential at all.
     assert not [k for k in env if "DATABASE" in k.upper()], sorted(env)
+    # Its provisioning made it a TLS client of both links, and nothing lets it fall back to plaintext.
+    _assert_tls_env(env)
+    refusal = _plain_api_refused(seg, env)
     spawned = time.monotonic()
     worker = seg.spawn(
         edge, "worker", [sys.executable, "-m", "airlock.cli", "worker"], env=env, log_dir=tmp_path, cwd=REPO
@@ -175,10 +235,13 @@ def _run_scenario(
     edge_b_report = _second_segment(seg, tmp_path, api_inside, admin, queue, identity, env)
 
     assert pg.running()
+    proxied = _proxy_report(seg, proxy)
     total = time.monotonic() - started
     record(
         "segmentation: edge worker in its own network namespace",
         1,
+        f"edge workers over mutual TLS to the API and to Temporal (via the TLS proxy: {proxied}); "
+        f"{refusal}; "
         f"edge target test success on worker {identity}; edge -> DB: no route (ENETUNREACH), "
         f"via control's veth refused, 2 postgres tests from the edge failed; {edge_b_report}; "
         f"{checks} route checks passed before any traffic",
@@ -203,12 +266,14 @@ def _second_segment(
     queue_b = unique("edge-b")
     env_b = worker_env(
         _provision(seg, api_inside, admin, "edge-b-1", queue_b),
-        # edge-b reaches control through its own veth.
-        AIRLOCK_API_URL=f"http://{seg.control_b_ip}:{API_PORT}",
+        # edge-b reaches control through its own veth (both certificates name that address too).
+        AIRLOCK_API_URL=f"https://{seg.control_b_ip}:{API_PORT}",
         AIRLOCK_TEMPORAL_ADDRESS=f"{seg.control_b_ip}:{TEMPORAL_PORT}",
         AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
     )
     assert env_b["AIRLOCK_PAYLOAD_KEYS"] != env_a["AIRLOCK_PAYLOAD_KEYS"]
+    _assert_tls_env(env_b)
+    assert env_b["AIRLOCK_API_CLIENT_CERT"] != env_a["AIRLOCK_API_CLIENT_CERT"]
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
     target_dir = tmp_path / "target-b"
     target_dir.mkdir()
@@ -251,11 +316,13 @@ def _second_segment(
     probe = seg.client(edge_a, "connect", seg.edge_b_ip, str(TARGET_PORT), "5")
     assert probe["ok"] is False and probe["errno"] == errno.ENETUNREACH, probe
 
-    # Nor through the API: edge-a's credential, from inside edge-a, gets nothing of edge-b.
-    api_from_a = f"http://{seg.control_ip}:{API_PORT}/execution"
+    # Nor through the API: edge-a's credential and client certificate, from inside edge-a, get
+    # nothing of edge-b.
+    api_from_a = f"https://{seg.control_ip}:{API_PORT}/execution"
     as_a = {
         "AIRLOCK_API_TOKEN": env_a["AIRLOCK_WORKER_TOKEN"],
         "AIRLOCK_API_VERSION": LATEST_EXECUTION_API_VERSION,
+        **{k: env_a[k] for k in ("AIRLOCK_API_CA", "AIRLOCK_API_CLIENT_CERT", "AIRLOCK_API_CLIENT_KEY")},
     }
     pending = seg.client(
         control,
@@ -299,7 +366,75 @@ def _provision(seg: Segment, api: str, admin: dict[str, str], name: str, queue: 
     provisioned = seg.client(seg.control, "http", "POST", f"{api}/api/v2/workers", body, env=admin)
     assert provisioned["status"] == 201, provisioned
     env: dict[str, str] = provisioned["body"]["env"]
+    # What no log of any process here may show: the credential, the payload keys, the client key.
+    secret_scan.register(env["AIRLOCK_WORKER_TOKEN"], secret_scan.TOKEN)
+    for key in json.loads(env["AIRLOCK_PAYLOAD_KEYS"]).values():
+        secret_scan.register(key, secret_scan.KEY)
+    secret_scan.register(pem_body(env["AIRLOCK_API_CLIENT_KEY"]), secret_scan.KEY)
     return env
+
+
+def _assert_tls_env(env: dict[str, str]) -> None:
+    """A provisioned edge worker's env: HTTPS to the API and TLS to Temporal, each with the test CA
+    inline and a client certificate, and no opt-in to plaintext."""
+    assert env["AIRLOCK_API_URL"].startswith("https://"), env["AIRLOCK_API_URL"]
+    assert env["AIRLOCK_TEMPORAL_TLS"] == "true"
+    assert env["AIRLOCK_TEMPORAL_TLS_SERVER_NAME"] == TEMPORAL_SERVER_NAME
+    for name in ("AIRLOCK_API_CA", "AIRLOCK_TEMPORAL_TLS_CA"):
+        assert env[name].startswith("-----BEGIN CERTIFICATE-----"), name
+    for name in ("AIRLOCK_API_CLIENT_CERT", "AIRLOCK_TEMPORAL_TLS_CERT"):
+        assert "-----BEGIN CERTIFICATE-----" in env[name], name
+    for name in ("AIRLOCK_API_CLIENT_KEY", "AIRLOCK_TEMPORAL_TLS_KEY"):
+        assert "PRIVATE KEY-----" in env[name], name
+    assert "AIRLOCK_ALLOW_PLAINTEXT" not in env, "edge workers must not be allowed plaintext"
+
+
+def _plain_api_refused(seg: Segment, env: dict[str, str]) -> str:
+    """The edge worker's own env, but a plain ``http://`` API URL: it refuses to start (status 2,
+    saying why), and the edge's veth sends not one packet meanwhile."""
+    plain_url = f"http://{seg.control_ip}:{API_PORT}"
+    sent_before = seg.edge.tx_packets(seg.edge_if)
+    done = subprocess.run(
+        seg.edge.command(sys.executable, "-m", "airlock.cli", "worker"),
+        env=clean_env({**env, "AIRLOCK_API_URL": plain_url}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    sent = seg.edge.tx_packets(seg.edge_if) - sent_before
+    refusal = f"refusing to reach the API at {seg.control_ip} without TLS"
+    assert done.returncode == 2 and refusal in done.stderr, (done.returncode, done.stderr[-2000:])
+    assert sent == 0, f"the refused worker's namespace sent {sent} packets on {seg.edge_if}"
+    return f"a worker given {plain_url} refused to start (exit 2, 0 packets sent)"
+
+
+def _proxy_report(seg: Segment, proxy: subprocess.Popen[bytes]) -> str:
+    """Stop the Temporal TLS proxy and read its stats: each edge's listener carried connections to
+    Temporal, and no handshake was refused (nobody tried plaintext or a foreign certificate)."""
+    proxy.terminate()
+    proxy.wait(timeout=15)
+    lines = seg.logs["temporal-tls-proxy"].read_text(errors="replace").splitlines()
+    stats = json.loads(next(line for line in reversed(lines) if line.startswith("stats "))[len("stats ") :])
+    per_edge = {}
+    for name, ip in (("edge", seg.control_ip), ("edge-b", seg.control_b_ip)):
+        listener = stats[f"{ip}:{TEMPORAL_PORT}"]
+        assert listener["handshake_errors"] == [], listener
+        count = sum(listener["connections"].values())
+        assert count >= 1, f"no connection to Temporal through {ip}: {stats}"
+        per_edge[name] = count
+    return ", ".join(f"{name} {count} connection(s)" for name, count in per_edge.items())
+
+
+def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{path.name}: exited with {proc.returncode} before printing {text!r}"
+        if text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path.name}: no {text!r} after {timeout} s")
 
 
 def _wait_port(
