@@ -28,6 +28,7 @@ from api.errors import BodySizeLimit, install_error_handlers
 from api.execution.app import create_execution_app
 from api.public.routes import router as public_router
 from api.services import retention
+from api.services.workers import WorkerTLSFiles
 from api.temporal.client import connect, ensure_search_attributes
 from api.temporal.control import ControlActivities, TriggerControlActivities, control_worker
 from api.temporal.reaper import ConnectionTestReaper, TriggerReaper, reap_forever
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.require_secrets()
+        WorkerTLSFiles.load(settings)
         engine = create_engine(settings.database_url)
         runtime = Runtime(
             settings=settings, sessions=sessionmaker(engine), box=SecretBox(settings.fernet_key)

@@ -19,7 +19,9 @@ from temporalio.service import TLSConfig
 from airlock.devstack import api_env, ensure_secrets
 from airlock.settings import ApiLinkSettings, TemporalSettings
 from airlock.tls import PlaintextRefused, is_loopback, read_pem
+from api.core.config import Settings
 from api.core.pki import issue_client_certificate
+from api.services.workers import WorkerTLSFiles
 
 # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never routed. Nothing here connects to it anyway: the refusal
 # comes first, which the CLI and worker tests below check by the exit status and message.
@@ -54,7 +56,10 @@ def test_plain_http_to_a_remote_api_is_refused_unless_trusted() -> None:
 def test_plaintext_to_a_remote_temporal_is_refused_unless_trusted() -> None:
     with pytest.raises(PlaintextRefused, match="Temporal"):
         TemporalSettings(temporal_address=f"{REMOTE}:7233").temporal_tls_config()
-    assert TemporalSettings(temporal_address=f"{REMOTE}:7233", allow_plaintext=True).temporal_tls_config() is False
+    assert (
+        TemporalSettings(temporal_address=f"{REMOTE}:7233", allow_plaintext=True).temporal_tls_config()
+        is False
+    )
     assert TemporalSettings().temporal_tls_config() is False
     # An API key alone turns TLS on: it is a bearer token and never goes out in clear.
     cloud = TemporalSettings(temporal_address="ns.acct.tmprl.cloud:7233", temporal_api_key="key")
@@ -169,3 +174,28 @@ async def test_the_api_refuses_plain_http_off_loopback_and_plaintext_temporal(tm
     assert code == 2 and f"refusing to reach Temporal at {REMOTE} without TLS" in out, out
     # Nothing was migrated either: the refusals come first.
     assert not (tmp_path / "airlock.db").exists()
+
+
+def test_the_api_checks_its_worker_ca_before_it_hands_anything_out(tmp_path: Path) -> None:
+    ca, other = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("not-a-ca.test")
+    files = {
+        "ca.pem": ca.cert_pem.bytes(),
+        "other.key": other.private_key_pem.bytes(),
+        "leaf.pem": leaf.cert_chain_pems[0].bytes(),
+        "leaf.key": leaf.private_key_pem.bytes(),
+        "ca.key": ca.private_key_pem.bytes(),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    def settings(cert: str, key: str) -> Settings:
+        return Settings(worker_client_ca_cert_file=tmp_path / cert, worker_client_ca_key_file=tmp_path / key)
+
+    assert WorkerTLSFiles.load(settings("ca.pem", "ca.key")).client_ca is not None
+    with pytest.raises(SystemExit, match="not the key of its certificate"):
+        WorkerTLSFiles.load(settings("ca.pem", "other.key"))
+    with pytest.raises(SystemExit, match="not a CA certificate"):
+        WorkerTLSFiles.load(settings("leaf.pem", "leaf.key"))
+    with pytest.raises(SystemExit, match="cannot read"):
+        WorkerTLSFiles.load(settings("ca.pem", "missing.key"))

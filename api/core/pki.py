@@ -14,15 +14,31 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+def check_issuer(
+    ca_cert_pem: bytes, ca_key_pem: bytes
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey]:
+    """The worker CA's certificate and key, checked: a CA, and the key is its own."""
+    ca = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError("the worker CA's key must be an EC or RSA key")
+    if ca_key.public_key().public_numbers() != ca.public_key().public_numbers():  # type: ignore[union-attr]
+        raise ValueError("the worker CA's key is not the key of its certificate")
+    try:
+        is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError("the worker CA's certificate is not a CA certificate")
+    return ca, ca_key
+
+
 def issue_client_certificate(
     ca_cert_pem: bytes, ca_key_pem: bytes, name: str, not_after: datetime
 ) -> tuple[str, str]:
     """A client certificate for worker ``name`` (its common name) and its new private key, as PEM,
     valid until ``not_after`` or the CA's own expiry, whichever comes first."""
-    ca = x509.load_pem_x509_certificate(ca_cert_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ValueError("the worker CA's key must be an EC or RSA key")
+    ca, ca_key = check_issuer(ca_cert_pem, ca_key_pem)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
     certificate = (

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock.execution import WORKER_CREDENTIAL_PREFIX
+from airlock.tls import read_pem
 from api.core.config import Settings
-from api.core.pki import issue_client_certificate
+from api.core.pki import check_issuer, issue_client_certificate
 from api.db.models import Job, WorkerCredential, utcnow
 from api.services import jobs
 from api.services.errors import Conflict, NotFound
@@ -102,28 +105,62 @@ async def active(session: AsyncSession, name: str) -> WorkerCredential | None:
     return worker if worker is not None and is_valid(worker) else None
 
 
+@dataclass(frozen=True)
+class WorkerTLSFiles:
+    """What the API hands workers for TLS, read from its files (at start, to fail early, and at each
+    provisioning, so that a replaced file takes effect without a restart)."""
+
+    api_ca: str | None
+    temporal_ca: str | None
+    client_ca: tuple[bytes, bytes] | None
+
+    @classmethod
+    def load(cls, settings: Settings) -> WorkerTLSFiles:
+        try:
+            files = cls(
+                api_ca=_pem_text(settings.worker_api_ca_file, "AIRLOCK_WORKER_API_CA_FILE"),
+                temporal_ca=_pem_text(
+                    settings.worker_temporal_tls_ca_file, "AIRLOCK_WORKER_TEMPORAL_TLS_CA_FILE"
+                ),
+                client_ca=None,
+            )
+            if (
+                settings.worker_client_ca_cert_file is not None
+                and settings.worker_client_ca_key_file is not None
+            ):
+                ca = (
+                    read_pem(str(settings.worker_client_ca_cert_file), "AIRLOCK_WORKER_CLIENT_CA_CERT_FILE"),
+                    read_pem(str(settings.worker_client_ca_key_file), "AIRLOCK_WORKER_CLIENT_CA_KEY_FILE"),
+                )
+                check_issuer(*ca)
+                files = dataclasses.replace(files, client_ca=ca)
+        except ValueError as exc:
+            raise SystemExit(f"invalid TLS settings for provisioned workers: {exc}") from None
+        return files
+
+
+def _pem_text(path: Path | None, what: str) -> str | None:
+    return None if path is None else read_pem(str(path), what).decode()
+
+
 def tls_env(settings: Settings, worker: WorkerCredential) -> dict[str, str]:
     """A worker's TLS settings, inline: the CA that verifies the API, a client certificate signed for
     it (when the API has a worker CA), and its Temporal TLS settings."""
+    files = WorkerTLSFiles.load(settings)
     env: dict[str, str] = {}
-    if settings.worker_api_ca_file is not None:
-        env["AIRLOCK_API_CA"] = settings.worker_api_ca_file.read_text()
+    if files.api_ca is not None:
+        env["AIRLOCK_API_CA"] = files.api_ca
     temporal_tls = (
         settings.temporal_uses_tls if settings.worker_temporal_tls is None else settings.worker_temporal_tls
     )
     if temporal_tls:
         env["AIRLOCK_TEMPORAL_TLS"] = "true"
-        if settings.worker_temporal_tls_ca_file is not None:
-            env["AIRLOCK_TEMPORAL_TLS_CA"] = settings.worker_temporal_tls_ca_file.read_text()
+        if files.temporal_ca is not None:
+            env["AIRLOCK_TEMPORAL_TLS_CA"] = files.temporal_ca
         if settings.worker_temporal_tls_server_name:
             env["AIRLOCK_TEMPORAL_TLS_SERVER_NAME"] = settings.worker_temporal_tls_server_name
-    if settings.worker_client_ca_cert_file is not None and settings.worker_client_ca_key_file is not None:
-        cert, key = issue_client_certificate(
-            settings.worker_client_ca_cert_file.read_bytes(),
-            settings.worker_client_ca_key_file.read_bytes(),
-            worker.name,
-            worker.expires_at,
-        )
+    if files.client_ca is not None:
+        cert, key = issue_client_certificate(*files.client_ca, worker.name, worker.expires_at)
         env |= {"AIRLOCK_API_CLIENT_CERT": cert, "AIRLOCK_API_CLIENT_KEY": key}
         if temporal_tls:
             env |= {"AIRLOCK_TEMPORAL_TLS_CERT": cert, "AIRLOCK_TEMPORAL_TLS_KEY": key}
