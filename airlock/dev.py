@@ -28,6 +28,7 @@ import httpx
 
 from airlock.devstack import (
     api_env,
+    caller_settings,
     ensure_secrets,
     load_config,
     temporal_command,
@@ -164,7 +165,9 @@ def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
     temporal_host, temporal_port = str(temporal.get("ip", "127.0.0.1")), int(temporal.get("port", 7233))
     temporal_address = f"{temporal_host}:{temporal_port}"
     api_url = f"http://{api['host']}:{api['port']}"
-    env = api_env(dev, temporal_address=temporal_address, database_url=api["database_url"])
+    # Every setting the caller exports takes effect here as it would on any API or worker.
+    caller = caller_settings()
+    env = api_env(dev, temporal_address=temporal_address, database_url=api["database_url"], **caller)
     airlock = [sys.executable, "-m", "airlock.cli"]
 
     ui_env_file = ui_codec_env_file(temporal, dev.codec_token, state_dir)
@@ -174,10 +177,15 @@ def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
     )
     stack.start("api", "API", [*airlock, "api", "--host", api["host"], "--port", str(api["port"])], env)
     stack.wait_until(lambda: _healthy(api_url), f"the API at {api_url} did not become healthy")
+
     def start_worker(name: str, queues: list[str], *flags: str) -> StackProcess:
         provisioned = _provision(api_url, dev.admin_token, state_dir, name, queues, triggerer=bool(flags))
         # A local stack tests local targets.
-        process_env = worker_env(provisioned, AIRLOCK_EGRESS_ALLOW_LOOPBACK="true")
+        local = {"AIRLOCK_EGRESS_ALLOW_LOOPBACK": "true"}
+        if "AIRLOCK_MAX_CONNECTION_TEST_CONCURRENCY" in caller:
+            # Its one worker runs as many tests at once as a raised cap lets run (unless told otherwise).
+            local["AIRLOCK_MAX_CONCURRENT_TESTS"] = caller["AIRLOCK_MAX_CONNECTION_TEST_CONCURRENCY"]
+        process_env = worker_env({**local, **caller, **provisioned})
         return stack.start(name, name, [*airlock, "worker", *flags], process_env)
 
     queues = list(worker.get("queues", ["default"]))

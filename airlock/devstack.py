@@ -146,6 +146,24 @@ def worker_env(provisioned: dict[str, str], **extra: str) -> dict[str, str]:
 
 # The one choice of the caller's AIRLOCK_* that every process of a stack shares; the rest is set per process.
 INHERITED_VARIABLES = ("AIRLOCK_LOG_FORMAT", "AIRLOCK_LOG_LEVEL")
+# What a local stack sets itself and a caller's environment never overrides: its own secrets and the
+# address of the Temporal server it started.
+STACK_VARIABLES = frozenset(
+    {
+        "AIRLOCK_FERNET_KEY",
+        "AIRLOCK_PAYLOAD_KEY",
+        "AIRLOCK_JWT_SECRET",
+        "AIRLOCK_ADMIN_TOKEN",
+        "AIRLOCK_CODEC_TOKEN",
+        "AIRLOCK_TEMPORAL_ADDRESS",
+    }
+)
+
+
+def caller_settings() -> dict[str, str]:
+    """The caller's own ``AIRLOCK_*`` settings for ``airlock dev`` (a raised cap, say), minus what the
+    stack sets itself."""
+    return {k: v for k, v in os.environ.items() if k.startswith("AIRLOCK_") and k not in STACK_VARIABLES}
 
 
 def _inherited_environment() -> dict[str, str]:

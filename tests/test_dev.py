@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,11 +73,13 @@ class DevRun:
 
 
 @contextlib.contextmanager
-def running_dev(tmp_path: Path, config: Path) -> Iterator[DevRun]:
-    """``airlock dev`` in its own process group and session, as a terminal's foreground job."""
+def running_dev(tmp_path: Path, config: Path, env: dict[str, str] | None = None) -> Iterator[DevRun]:
+    """``airlock dev`` in its own process group and session, as a terminal's foreground job; ``env``:
+    more of its environment."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "airlock.cli", "dev", "--config", str(config)],
         cwd=tmp_path,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -172,13 +175,15 @@ def test_the_stack_provisions_its_workers_and_keeps_the_codec_token_out_of_comma
 ) -> None:
     """With the Temporal UI on: its codec endpoint reaches the dev server through a 0600 env file, so
     no process's command line (readable by every user, in ps) carries the codec token; the worker and
-    the triggerer are provisioned through the API like any worker, each with its queues only."""
+    the triggerer are provisioned through the API like any worker, each with its queues only; and the
+    settings the caller exports take effect in the stack's processes."""
     config_path = dev_config(tmp_path)
     config = yaml.safe_load(config_path.read_text())
     ui_port = free_port()
     config["temporal"].update(headless=False, ui_port=ui_port)
     config_path.write_text(yaml.safe_dump(config))
-    with running_dev(tmp_path, config_path) as run:
+    exported = {"AIRLOCK_MAX_REQUEST_BYTES": "2048", "AIRLOCK_MAX_CONNECTION_TEST_CONCURRENCY": "16"}
+    with running_dev(tmp_path, config_path, exported) as run:
         run.wait_for(UP, timeout=120)
         token = (run.state / "codec.token").read_text().strip()
         secret_scan.register(token, secret_scan.TOKEN)
@@ -196,6 +201,18 @@ def test_the_stack_provisions_its_workers_and_keeps_the_codec_token_out_of_comma
             secret_scan.register(env["AIRLOCK_WORKER_TOKEN"], secret_scan.TOKEN)
             queues = env["AIRLOCK_QUEUES"].split(",")
             assert sorted(json.loads(env["AIRLOCK_PAYLOAD_KEYS"])) == sorted(f"k1/queue:{q}" for q in queues)
+        # The API's body limit is the caller's, and the worker runs as many tests at once as the raised cap.
+        admin = (run.state / "admin.token").read_text().strip()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{config['api']['port']}/api/v2/connections/test",
+            data=json.dumps({"uri": "tcp://127.0.0.1:1", "extra": {"pad": "x" * 4096}}).encode(),
+            headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 413
+        (worker,) = [pid for pid, command in stack.items() if command.endswith(" worker ")]
+        assert b"AIRLOCK_MAX_CONCURRENT_TESTS=16\0" in Path(f"/proc/{worker}/environ").read_bytes()
         with contextlib.closing(sqlite3.connect(run.state / "airlock.db")) as db:
             rows = sorted(db.execute("select triggerer, queues from worker_credential").fetchall())
         assert [triggerer for triggerer, _ in rows] == [0, 1], rows
