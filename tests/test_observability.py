@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import structlog.testing
 from google.protobuf import json_format
 from sqlalchemy import create_engine, text
 from temporalio.api.common.v1 import Payloads, WorkflowExecution
@@ -25,16 +26,19 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
 
+from airlock import search_attributes
 from airlock.codec import ENCODING, master_codec
 from airlock.protocol import CONNECTION_TEST_FAILED_ERROR, connection_test_workflow_id, trigger_workflow_id
 from airlock.summaries import shorten, target_of
 from airlock.triggers import TIMEDELTA_TRIGGER
 from api.db.session import sync_url
-from api.temporal.client import connect
+from api.temporal.client import connect, ensure_search_attributes
 from tests import secret_scan
 from tests.secret_scan import Scanner
 from tests.stack import Stack, unique, wait_terminal
+from tests.test_slots_workflow import TEST_SERVER
 from tests.test_triggers import FILE_TRIGGER, TEST_ALLOWLIST, defer, wait_trigger
 
 ANSI = re.compile(r"\x1b\[")
@@ -494,3 +498,14 @@ def test_a_bad_logging_setting_is_a_clear_usage_error(variable: str, value: str)
         )
         assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert f"invalid configuration: {variable}: Input should be" in done.stderr, done.stderr
+
+
+async def test_a_namespace_whose_operator_api_is_closed_to_the_api_still_starts_it() -> None:
+    """Temporal Cloud manages search attributes itself and the time-skipping test server has no operator
+    API at all: the API names the attributes the namespace needs instead of failing to start."""
+    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER) as env:
+        with structlog.testing.capture_logs() as logs:
+            await ensure_search_attributes(env.client, env.client.namespace)
+    [warning] = [line for line in logs if "search attributes" in line["event"]]
+    assert warning["log_level"] == "warning"
+    assert warning["names"] == [key.name for key in search_attributes.ALL]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import structlog
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -48,24 +49,37 @@ from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkf
 from workflows.slots import ConnectionTestSlotsWorkflow
 from workflows.trigger import TriggerWorkflow
 
+log = structlog.get_logger(__name__)
+
 
 async def connect(settings: Settings) -> Client:
     return await connect_temporal(settings, make_data_converter(settings.codec()))
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
-    """Register the search attributes a cluster lacks (the dev server gets them by flag)."""
-    existing = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
-    missing = {
-        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-        for key in sa.ALL
-        if key.name not in existing.custom_attributes
-    }
-    if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+    """Register the search attributes a cluster lacks (the dev server gets them by flag). Where the
+    operator API is not this client's to call (Temporal Cloud manages search attributes itself), say
+    which ones the namespace needs and go on."""
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        missing = {
+            key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+            for key in sa.ALL
+            if key.name not in existing.custom_attributes
+        }
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+    except RPCError as exc:
+        if exc.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise
+        log.warning(
+            "cannot check the namespace's search attributes: create them as Keyword if it lacks any",
+            names=[key.name for key in sa.ALL],
+            error=exc.message,
         )
 
 
