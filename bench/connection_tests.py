@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -215,8 +215,11 @@ async def floor_burst(client: Client, inp: FloorInput, control_queue: str, n: in
 # --- The stack --------------------------------------------------------------------------------------
 
 
-def start_temporal(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """A headless dev server on a free port, stopped by ``cleanup``: its address and its process."""
+def start_temporal(
+    cleanup: contextlib.ExitStack, log_dir: Path, **options: Any
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A headless dev server on a free port, stopped by ``cleanup``: its address and its process.
+    ``options``: more of its description (``dynamic_config``, say; see ``temporal_command``)."""
     port = free_port()
     command = temporal_command(
         {
@@ -224,9 +227,10 @@ def start_temporal(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, s
             "port": port,
             "headless": True,
             "search_attributes": {key.name: "Keyword" for key in sa.ALL},
+            **options,
         },
     )
-    log = cleanup.enter_context(open(log_dir / "temporal.log", "wb"))
+    log = cleanup.enter_context(open(log_dir / f"temporal-{port}.log", "wb"))
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     cleanup.callback(_stop_process_group, proc)
     wait_for_port("127.0.0.1", port)
@@ -289,7 +293,7 @@ def report(
         "Connection tests: Airlock end to end vs. bare Temporal (the floor)",
         f"machine: {machine_info()}",
         f"single-flight N={args.single} (after {WARMUP} warm-ups), burst N={args.burst} "
-        f"(cap {BURST_CAP}, worker concurrency {WORKER_CONCURRENCY}, "
+        f"(cap {args.cap}, worker concurrency {WORKER_CONCURRENCY}, "
         f"at most {POST_CONCURRENCY} submissions in flight)",
         "",
         header,
@@ -355,7 +359,7 @@ async def bench(args: argparse.Namespace, work_dir: Path) -> Results:
         address, _ = await asyncio.to_thread(start_temporal, processes, work_dir)
         secrets = ensure_secrets(work_dir / "secrets")
         database_url = f"sqlite:///{work_dir / 'airlock.db'}"
-        settings = stack_settings(secrets, address, database_url, max_connection_test_concurrency=BURST_CAP)
+        settings = stack_settings(secrets, address, database_url, max_connection_test_concurrency=args.cap)
         upgrade(settings.database_url)
         stack = Stack(secrets, address, ApiServer(settings, free_port()), work_dir)
         async with contextlib.AsyncExitStack() as services:
@@ -388,6 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--single", type=_count, default=50, help="single-flight tests (default 50)")
     parser.add_argument("--burst", type=_count, default=200, help="tests in the burst (default 200)")
+    parser.add_argument(
+        "--cap",
+        type=_count,
+        default=BURST_CAP,
+        help=f"the API's cap on running tests (default {BURST_CAP}; the product's default is 4)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, open(Path(tmp) / "api.log", "a") as log:

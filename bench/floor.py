@@ -39,6 +39,16 @@ class FloorWorkflow:
         return ok
 
 
+@workflow.defn
+class OneActivityWorkflow:
+    """The smallest unit of dispatch: one workflow task, one no-op activity, one more workflow task
+    (``bench/dispatch.py``)."""
+
+    @workflow.run
+    async def run(self, host: str) -> None:
+        await workflow.execute_activity(MARK_ACTIVITY, host, start_to_close_timeout=timedelta(seconds=30))
+
+
 @activity.defn(name=MARK_ACTIVITY)
 async def floor_mark(host: str) -> None:
     """A no-op in place of the API's "queued" write."""
