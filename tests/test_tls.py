@@ -21,38 +21,6 @@ from tests.tlsproxy import Proxy
 FILE_TRIGGER = "airlock.triggers.FileTrigger"
 
 
-async def _runs_a_test_and_a_trigger(stack: Stack, queue: str, trigger_queue: str, tmp_path: Path) -> None:
-    target = tmp_path / f"ready-{unique('f')}"
-    target.write_text("ready")
-    async with stack.client() as client:
-        response = await client.post(
-            "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
-        )
-        assert response.status_code == 202, response.text
-        result = await wait_terminal(client, response.json()["id"], timeout=60)
-        assert result["state"] == "success", result
-        ti = await defer(client, FILE_TRIGGER, {"filepath": str(target), "poll_interval": 0.2}, queue=trigger_queue)
-        trigger = await wait_trigger(client, ti["trigger_id"], timeout=60)
-        assert trigger["state"] == "fired", trigger
-
-
-async def test_workers_with_the_signed_certificate_run_over_mutual_tls(make_stack, tmp_path: Path) -> None:
-    stack = await make_stack(tls=True)
-    assert stack.api.url.startswith("https://")
-    env = await stack.provision("edge", ["x"])
-    # The provisioned env carries the CA that verifies the API and a client certificate signed for the
-    # worker, inline: one file to move to the worker's host.
-    assert env["AIRLOCK_API_CA"].startswith("-----BEGIN CERTIFICATE-----")
-    assert "BEGIN CERTIFICATE" in env["AIRLOCK_API_CLIENT_CERT"]
-    assert "PRIVATE KEY" in env["AIRLOCK_API_CLIENT_KEY"]
-    queue = await stack.serve_queue("tls")
-    trigger_queue = await start_triggerer(stack)
-    await _runs_a_test_and_a_trigger(stack, queue, trigger_queue, tmp_path)
-    # The CLI, with the harness's certificate, works over HTTPS too.
-    code, output = await stack.cli("workers", "list")
-    assert code == 0 and "tls-0" in output, output
-
-
 async def _refused(stack: Stack, **env: str) -> str:
     """Start a worker with ``env`` over its provisioned one; it must exit, registering nothing. Its log."""
     proc = await stack.start_worker(unique("refused"), name="refused", **env)
@@ -71,20 +39,22 @@ async def test_workers_without_the_right_certificates_are_refused_at_the_handsha
     stack = await make_stack(tls=True)
     stranger = TestPKI(tmp_path / "stranger")
     other = stranger.client("edge")
-    # No client certificate: the API's handshake asks for one and ends the connection.
-    log = await _refused(stack, AIRLOCK_API_CLIENT_CERT="", AIRLOCK_API_CLIENT_KEY="")
-    assert "did not accept this client's certificate" in log, log
-    # One signed by another CA.
-    log = await _refused(
-        stack, AIRLOCK_API_CLIENT_CERT=str(other.cert_file), AIRLOCK_API_CLIENT_KEY=str(other.key_file)
+    without, foreign, unverified = await asyncio.gather(
+        # No client certificate: the API's handshake asks for one and ends the connection.
+        _refused(stack, AIRLOCK_API_CLIENT_CERT="", AIRLOCK_API_CLIENT_KEY=""),
+        # One signed by another CA.
+        _refused(
+            stack, AIRLOCK_API_CLIENT_CERT=str(other.cert_file), AIRLOCK_API_CLIENT_KEY=str(other.key_file)
+        ),
+        # A worker that cannot verify the API never sends its credential: the handshake fails first.
+        _refused(stack, AIRLOCK_API_CA=str(stranger.ca_file)),
     )
-    assert "did not accept this client's certificate" in log, log
-    # A worker that cannot verify the API never sends its credential: the handshake fails first.
-    log = await _refused(stack, AIRLOCK_API_CA=str(stranger.ca_file))
-    assert "the server's certificate was not accepted" in log, log
+    assert "did not accept this client's certificate (this client presents none)" in without, without
+    assert "did not accept this client's certificate" in foreign, foreign
+    assert "the server's certificate was not accepted" in unverified, unverified
 
 
-async def test_api_and_workers_reach_temporal_through_tls_with_client_certificates(
+async def test_api_and_workers_run_over_mutual_tls_to_the_api_and_to_temporal(
     make_stack, temporal_address: str, tmp_path: Path
 ) -> None:
     stack_tls = StackTLS.create(tmp_path / "pki")
@@ -110,17 +80,35 @@ async def test_api_and_workers_reach_temporal_through_tls_with_client_certificat
             worker_temporal_tls_server_name="temporal.test",
             **temporal_tls,
         )
+        assert stack.api.url.startswith("https://")
         env = await stack.provision("edge", ["x"])
+        # The provisioned env carries, inline, the CA that verifies the API and a client certificate
+        # signed for the worker, for the API and for Temporal: one file to move to the worker's host.
+        assert env["AIRLOCK_API_CA"].startswith("-----BEGIN CERTIFICATE-----")
+        assert "PRIVATE KEY" in env["AIRLOCK_API_CLIENT_KEY"]
         assert env["AIRLOCK_TEMPORAL_ADDRESS"] == proxy.address and env["AIRLOCK_TEMPORAL_TLS"] == "true"
         assert env["AIRLOCK_TEMPORAL_TLS_CERT"] == env["AIRLOCK_API_CLIENT_CERT"]
-        queue = await stack.serve_queue("tls-temporal")
+        queue = await stack.serve_queue("tls")
         trigger_queue = await start_triggerer(stack)
-        await _runs_a_test_and_a_trigger(stack, queue, trigger_queue, tmp_path)
-        # A durable timer lives in the API's control workflows: they too run through the proxy.
+        target = tmp_path / "ready"
+        target.write_text("ready")
         async with stack.client() as client:
-            ti = await defer(client, TIMEDELTA_TRIGGER, {"delta": 1})
-            assert (await wait_trigger(client, ti["trigger_id"], timeout=30))["state"] == "fired"
+            response = await client.post(
+                "/api/v2/connections/test", json={"uri": f"tcp://127.0.0.1:{stack.api.port}", "queue": queue}
+            )
+            assert response.status_code == 202, response.text
+            assert (await wait_terminal(client, response.json()["id"], timeout=60))["state"] == "success"
+            waiting = await defer(
+                client, FILE_TRIGGER, {"filepath": str(target), "poll_interval": 0.2}, queue=trigger_queue
+            )
+            # A durable timer lives in the API's control workflows: they too run through the proxy.
+            timer = await defer(client, TIMEDELTA_TRIGGER, {"delta": 1})
+            for ti in (waiting, timer):
+                assert (await wait_trigger(client, ti["trigger_id"], timeout=60))["state"] == "fired"
         assert sum(proxy.connections.values()) >= 3  # the API, the worker, the triggerer
+        # The CLI, with the harness's certificate, works over HTTPS too.
+        code, output = await stack.cli("workers", "list")
+        assert code == 0 and "tls-0" in output, output
 
         # Without a client certificate, or expecting another server name, nothing connects.
         without = TemporalSettings(temporal_address=proxy.address, **temporal_tls)
