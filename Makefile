@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/connection_tests.py
 	$(BIN)/python bench/triggers.py
 
