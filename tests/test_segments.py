@@ -83,7 +83,9 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, 
     """The rogue worker: provisioned for net-a, it polls net-b too, with only its credential and keys.
     It cannot open a net-b payload, gets no net-b token or secret through any route, cannot register
     for net-b; the net-b tests it snatched end failed with a reason; its net-a tests succeed."""
-    stack: Stack = await make_stack(connection_test_heartbeat_timeout=3)
+    # The jobs below are registered by hand and never heartbeat: they must stay live for the whole test,
+    # or a net-a test that waits its turn behind the net-b ones finds "no worker" (seen 1 run in 6).
+    stack: Stack = await make_stack(connection_test_heartbeat_timeout=3, job_liveness_timeout=300)
     net_a, net_b = unique("net-a"), unique("net-b")
     rogue = await stack.provision("rogue", [net_a])
     honest_b = await stack.provision("honest-b", [net_b])
