@@ -19,10 +19,8 @@ from airlock.devstack import api_env, free_port
 from airlock.triggers import TIMEDELTA_TRIGGER
 from tests.stack import ApiProcess, Stack, StackTLS, stack_settings, wait_terminal
 from tests.targets import SlowTarget
-from tests.test_triggers import defer, start_triggerer, wait_trigger
+from tests.test_triggers import FILE_TRIGGER, defer, start_triggerer, wait_trigger
 from tests.tlsproxy import Proxy
-
-FILE_TRIGGER = "airlock.triggers.FileTrigger"
 
 
 def _migrate(env: dict[str, str]) -> None:

@@ -15,10 +15,8 @@ from airlock.temporal_client import connect_temporal
 from airlock.triggers import TIMEDELTA_TRIGGER
 from tests.pki import TestPKI, server_context
 from tests.stack import Stack, StackTLS, unique, wait_terminal
-from tests.test_triggers import defer, start_triggerer, wait_trigger
+from tests.test_triggers import FILE_TRIGGER, defer, start_triggerer, wait_trigger
 from tests.tlsproxy import Proxy
-
-FILE_TRIGGER = "airlock.triggers.FileTrigger"
 
 
 async def _refused(stack: Stack, **env: str) -> str:
