@@ -7,24 +7,17 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 # Activities. The first and RUN_TRIGGER run on workers of the user's queue; the others on the API's
-# control queue, where the database is.
+# control queue, where the database is (the connection-test ones as local activities).
 CONNECTION_TEST_ACTIVITY = "run_connection_test"
-MARK_QUEUED_ACTIVITY = "mark_connection_test_queued"
+TAKE_SLOT_ACTIVITY = "take_connection_test_slot"
 RECORD_RESULT_ACTIVITY = "record_connection_test_result"
 RUN_TRIGGER_ACTIVITY = "run_trigger"
 DISPATCH_TRIGGER_ACTIVITY = "dispatch_trigger"
 RECORD_TIMER_FIRED_ACTIVITY = "record_timer_fired"
 END_TRIGGER_ACTIVITY = "end_trigger"
-# A local activity of the semaphore: the cap, from the API's settings (never from a signal).
-SLOT_CAPACITY_ACTIVITY = "connection_test_slot_capacity"
-
-# Signals of the connection-test semaphore: a test asks with ACQUIRE, the semaphore answers with
-# SLOT_GRANTED and a lease id (or SLOT_REFUSED, with the reason, when it keeps as many workflows as it
-# may), the test gives the slot back with RELEASE, naming the lease.
-ACQUIRE_SIGNAL = "acquire"
+# The API's nudge to a test waiting for a slot under the global cap: one may be yours, ask again. It
+# carries nothing and grants nothing (the database does), so whoever sends it changes no decision.
 SLOT_GRANTED_SIGNAL = "slot_granted"
-SLOT_REFUSED_SIGNAL = "slot_refused"
-RELEASE_SIGNAL = "release"
 
 # ApplicationError types that cross from workers to workflows.
 API_REJECTED_ERROR = "ExecutionAPIRejected"  # a 4xx: retrying will not help
@@ -48,13 +41,7 @@ EVENT_KWARG = "event"
 
 # Values of the AirlockKind search attribute.
 KIND_CONNECTION_TEST = "connection-test"
-KIND_SLOTS = "connection-test-slots"
 KIND_TRIGGER = "trigger"
-
-
-def slots_workflow_id(control_queue: str) -> str:
-    """One semaphore per deployment, named after its control queue."""
-    return f"{control_queue}-connection-test-slots"
 
 
 def connection_test_workflow_id(test_id: str) -> str:

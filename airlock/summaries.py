@@ -84,10 +84,6 @@ def trigger_details(
     return "\n".join(lines)
 
 
-def slots_summary(control_queue: str) -> str:
-    return shorten(f"connection-test slots (global cap) of control queue {control_queue}")
-
-
 def state_details(state: str, message: str | None = None) -> str:
     """Current details: the state on the first line, then what it means (short, one line)."""
     return f"**{state}**" + (f"\n{shorten(message)}" if message else "")

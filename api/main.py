@@ -29,6 +29,7 @@ from api.execution.app import create_execution_app
 from api.public.routes import router as public_router
 from api.services import retention
 from api.services.workers import WorkerTLSFiles
+from api.temporal.background import drain
 from api.temporal.client import connect, ensure_search_attributes
 from api.temporal.control import ControlActivities, TriggerControlActivities, control_worker
 from api.temporal.reaper import ConnectionTestReaper, TriggerReaper, reap_forever
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background: list[asyncio.Task[None]] = []
         worker = None
         if settings.run_control_worker:
-            activities = ControlActivities(settings, runtime.sessions, runtime.box)
+            activities = ControlActivities(settings, runtime.sessions, runtime.box, runtime.temporal)
             trigger_activities = TriggerControlActivities(settings, runtime.sessions, runtime.box)
             worker = control_worker(runtime.temporal, settings, activities, trigger_activities)
             background.append(asyncio.create_task(worker.run()))
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await drain(GRACEFUL_SHUTDOWN_SECONDS)
             if worker is not None:
                 await worker.shutdown()
             for task in background:

@@ -23,7 +23,7 @@ def test_worker_process_imports_no_database_layer() -> None:
         "import airlock.cli, airlock.sdk, airlock.triggers\n"
         "from airlock.plugins import load_worker_role\n"
         "load_worker_role('worker'), load_worker_role('triggerer')\n"
-        "import workflows.connection_test, workflows.slots\n"
+        "import workflows.connection_test\n"
         "from activities.testers import available_conn_types, load_tester\n"
         "for name in available_conn_types(): load_tester(name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"

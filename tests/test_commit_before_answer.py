@@ -13,11 +13,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+from temporalio.client import Client
 
+from airlock.devstack import free_port
 from airlock.execution import TriggerEventBody
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
 from api.db.session import sync_url
-from tests.stack import Stack, unique
+from tests.stack import Stack, unique, wait_terminal
+from tests.test_triggers import FILE_TRIGGER, wait_trigger
 from worker.client import ExecutionAPIClient, ExecutionAPIError
 
 POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -248,3 +251,33 @@ async def test_the_worker_client_retries_a_failed_commit_until_it_lands(make_sta
         resumed = (await client.get(f"/api/v2/task-instances/{ti['id']}")).json()
     assert resumed["state"] == "scheduled"
     assert json.loads(resumed["next_kwargs"]) == {"event": {"__airlock_serde__": 1, "value": "x"}}
+
+
+async def test_a_create_whose_workflow_cannot_start_is_answered_then_ends_failed(make_stack) -> None:
+    """The answer to a create waits for the commit, not for Temporal: with Temporal unreachable the
+    test and the trigger are still accepted (stored, pending), then end ``failed`` saying why."""
+    stack: Stack = await make_stack()
+    queue = await stack.serve_queue("nostart")
+    assert stack.api.server is not None
+    runtime = stack.api.server.config.app.state.runtime
+    reachable = runtime.temporal
+    # A real client of a port nothing listens on: every start fails once the SDK's retries give up.
+    runtime.temporal = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
+    try:
+        async with stack.client() as client:
+            test = await client.post(
+                "/api/v2/connections/test", json={"conn_type": "tcp", "host": "h", "port": 1, "queue": queue}
+            )
+            trigger = await client.post(
+                "/api/v2/triggers", json={"classpath": FILE_TRIGGER, "kwargs": {"filepath": "/nonexistent"}}
+            )
+            assert test.status_code == 202 and test.json()["state"] == "pending", test.text
+            assert trigger.status_code == 201 and trigger.json()["state"] == "scheduled", trigger.text
+            ended_test = await wait_terminal(client, test.json()["id"], timeout=60)
+            ended_trigger = await wait_trigger(client, trigger.json()["id"], timeout=60)
+    finally:
+        runtime.temporal = reachable
+    assert ended_test["state"] == "failed", ended_test
+    assert ended_test["result_message"].startswith("could not start its workflow: "), ended_test
+    assert ended_trigger["state"] == "failed", ended_trigger
+    assert "could not start its workflow" in ended_trigger["failure"], ended_trigger

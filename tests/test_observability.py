@@ -38,8 +38,8 @@ from api.temporal.client import connect, ensure_search_attributes
 from tests import secret_scan
 from tests.secret_scan import Scanner
 from tests.stack import Stack, unique, wait_terminal
-from tests.test_slots_workflow import TEST_SERVER
 from tests.test_triggers import FILE_TRIGGER, TEST_ALLOWLIST, defer, wait_trigger
+from tests.test_triggers_classes import TEST_SERVER
 
 ANSI = re.compile(r"\x1b\[")
 LEAKY_TRIGGER = "tests.secret_scan.LeakyTrigger"

@@ -16,21 +16,16 @@ from typing import Any
 import httpx
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.worker import Worker
 
 from activities.connection_test import ConnectionTestActivities
 from activities.testers import available_conn_types
 from airlock.codec import DerivedKeyring, EncryptionCodec, make_data_converter, queue_purpose
-from airlock.protocol import (
-    ACQUIRE_SIGNAL,
-    SLOT_GRANTED_SIGNAL,
-    connection_test_workflow_id,
-    slots_workflow_id,
-)
+from airlock.protocol import connection_test_workflow_id
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
-from airlock.workloads import ConnectionTestInput, SlotRequest
+from airlock.workloads import ConnectionTestInput
 from api.temporal.client import connect
 from tests import secret_scan
 from tests.reliability import record
@@ -45,7 +40,9 @@ def _as(credential: str) -> dict[str, str]:
 
 def _worker_codec(env: dict[str, str]) -> EncryptionCodec:
     """Exactly what a provisioned worker holds: its queues' keys."""
-    return EncryptionCodec(DerivedKeyring(env["AIRLOCK_PAYLOAD_KEY_ID"], json.loads(env["AIRLOCK_PAYLOAD_KEYS"])))
+    return EncryptionCodec(
+        DerivedKeyring(env["AIRLOCK_PAYLOAD_KEY_ID"], json.loads(env["AIRLOCK_PAYLOAD_KEYS"]))
+    )
 
 
 class SealAs(PayloadCodec):
@@ -92,7 +89,9 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, 
     async with httpx.AsyncClient(base_url=f"{stack.api.url}/execution", timeout=30) as execution:
         # net-b is served (a live job), but only the rogue polls it.
         registered = await execution.post(
-            "/jobs", json={"hostname": "b:1", "queues": [net_b], "conn_types": ["postgres", "sqlite"]}, headers=_as(honest_b["AIRLOCK_WORKER_TOKEN"])
+            "/jobs",
+            json={"hostname": "b:1", "queues": [net_b], "conn_types": ["postgres", "sqlite"]},
+            headers=_as(honest_b["AIRLOCK_WORKER_TOKEN"]),
         )
         assert registered.status_code == 201, registered.text
         refused = await execution.post(
@@ -104,7 +103,7 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, 
         own = await execution.post(
             "/jobs",
             json={"hostname": "rogue:1", "queues": [net_a], "conn_types": ["postgres", "sqlite"]},
-            headers=_as(rogue["AIRLOCK_WORKER_TOKEN"])
+            headers=_as(rogue["AIRLOCK_WORKER_TOKEN"]),
         )
         assert own.status_code == 201, own.text
 
@@ -120,7 +119,8 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, 
             stack.temporal_address, data_converter=make_data_converter(_worker_codec(rogue))
         )
         workers = [
-            Worker(client, task_queue=queue, activities=[tests.run_connection_test]) for queue in (net_a, net_b)
+            Worker(client, task_queue=queue, activities=[tests.run_connection_test])
+            for queue in (net_a, net_b)
         ]
         async with stack.client() as api, contextlib.AsyncExitStack() as running:
             for worker in workers:
@@ -128,7 +128,8 @@ async def test_a_worker_of_one_segment_gets_nothing_of_another(make_stack: Any, 
             b_passwords = [secret_scan.password() for _ in range(4)]
             b_ids = [await _submit(api, net_b, p) for p in b_passwords]
             a_ids = [
-                await _submit(api, net_a, secret_scan.password(), database=tmp_path / f"a{n}.db") for n in range(2)
+                await _submit(api, net_a, secret_scan.password(), database=tmp_path / f"a{n}.db")
+                for n in range(2)
             ]
 
             # While they wait or run: no route gives the rogue anything of net-b.
@@ -171,7 +172,7 @@ async def test_forged_control_workflows_and_signals_change_nothing(make_stack: A
     """A worker's Temporal client can start workflows on the control queue: one sealed with its own key,
     one not sealed at all, naming a real test. Neither runs a control activity; the row is unchanged.
     Even a workflow sealed with the control key (which no worker holds) but without the API's grant is
-    refused by the control activities. A forged ``acquire`` does not change the cap."""
+    refused by the control activities."""
     stack: Stack = await make_stack()
     queue = await stack.serve_queue("forge")
     env = await stack.provision("forger", [queue])
@@ -192,7 +193,7 @@ async def test_forged_control_workflows_and_signals_change_nothing(make_stack: A
     for label, converter in forgers.items():
         client = await Client.connect(stack.temporal_address, data_converter=converter)
         workflow_id = f"{connection_test_workflow_id(done)}" if label == "own queue key" else unique("forged")
-        inp = ConnectionTestInput(done, "forged", 5, slots_workflow_id(control))
+        inp = ConnectionTestInput(done, "forged", 5)
         await client.start_workflow("ConnectionTestWorkflow", inp, id=workflow_id, task_queue=control)
         forged.append((client, workflow_id))
 
@@ -200,19 +201,21 @@ async def test_forged_control_workflows_and_signals_change_nothing(make_stack: A
     grantless = unique("grantless")
     handle = await api_client.start_workflow(
         "ConnectionTestWorkflow",
-        ConnectionTestInput(done, "forged", 5, slots_workflow_id(control)),
+        ConnectionTestInput(done, "forged", 5),
         id=grantless,
         task_queue=control,
     )
-    await handle.signal(SLOT_GRANTED_SIGNAL, "forged-lease")
     with contextlib.suppress(Exception):
         await asyncio.wait_for(handle.result(), 30)
     history = await handle.fetch_history()
-    refusals = [
-        e.activity_task_failed_event_attributes.failure
+    # The control calls are local activities: each call's result, or its failure, is a marker.
+    calls = [
+        e.marker_recorded_event_attributes
         for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     ]
+    refusals = [call.failure for call in calls if call.HasField("failure")]
+    assert len(refusals) == len(calls), "a control call succeeded without the grant"
     assert refusals, "the control activities were not called at all"
     assert all(f.application_failure_info.type == "ControlCallRefused" for f in refusals), refusals
 
@@ -220,26 +223,13 @@ async def test_forged_control_workflows_and_signals_change_nothing(make_stack: A
     for client, workflow_id in forged:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         kinds = {e.event_type for e in history.events}
+        assert EventType.EVENT_TYPE_MARKER_RECORDED not in kinds, workflow_id
         assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds, workflow_id
         assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in kinds, workflow_id
         await client.get_workflow_handle(workflow_id).terminate("forged by a test")
     async with stack.client() as api:
         after = (await api.get(f"/api/v2/connections/test/{done}")).json()
     assert after == ended
-
-    slots = api_client.get_workflow_handle(slots_workflow_id(control))
-    await slots.signal(ACQUIRE_SIGNAL, SlotRequest(f"forged-{uuid.uuid4().hex}", 999, 60))
-    worker_client = await Client.connect(
-        stack.temporal_address, data_converter=DataConverter(payload_codec=SealAs(_worker_codec(env), queue))
-    )
-    await worker_client.get_workflow_handle(slots_workflow_id(control)).signal(
-        ACQUIRE_SIGNAL, SlotRequest("forged-too", 999, 60)
-    )
-    await asyncio.sleep(1)
-    state = await slots.query("state")
-    assert state["capacity"] == stack.settings.max_connection_test_concurrency, state
-    description = await slots.describe()
-    assert description.status == WorkflowExecutionStatus.RUNNING
 
 
 async def test_task_code_defers_only_within_what_it_was_allowed(make_stack: Any) -> None:
@@ -249,7 +239,11 @@ async def test_task_code_defers_only_within_what_it_was_allowed(make_stack: Any)
         for connection_id in ("allowed-db", "other-db"):
             created = await api.post(
                 "/api/v2/connections",
-                json={"connection_id": f"{connection_id}-{allowed}", "conn_type": "sqlite", "host": "/tmp/x.db"},
+                json={
+                    "connection_id": f"{connection_id}-{allowed}",
+                    "conn_type": "sqlite",
+                    "host": "/tmp/x.db",
+                },
             )
             assert created.status_code == 201, created.text
         ti = await api.post(
@@ -268,7 +262,10 @@ async def test_task_code_defers_only_within_what_it_was_allowed(make_stack: Any)
         token, ti_id = body["execution_token"], body["id"]
 
     def deferral(queue: str | None, **kwargs: Any) -> dict[str, Any]:
-        trigger = {"classpath": "airlock.triggers.FileTrigger", "kwargs": {"filepath": "/nonexistent", **kwargs}}
+        trigger = {
+            "classpath": "airlock.triggers.FileTrigger",
+            "kwargs": {"filepath": "/nonexistent", **kwargs},
+        }
         if queue is not None:
             trigger["queue"] = queue
         return {"state": "deferred", "trigger": trigger, "next_method": "resume"}
@@ -298,7 +295,9 @@ async def test_task_code_defers_only_within_what_it_was_allowed(make_stack: Any)
         assert ok.status_code == 200, ok.text
 
 
-async def test_provisioning_revocation_and_tokens_that_die_with_their_work(make_stack: Any, tmp_path: Path) -> None:
+async def test_provisioning_revocation_and_tokens_that_die_with_their_work(
+    make_stack: Any, tmp_path: Path
+) -> None:
     """``airlock workers add`` gives a worker its env once (file 0600); the worker runs from it; the list
     shows no secret; a claim's token stops working when its test ends; revoking refuses the worker at
     once (401), ends its jobs and stops it."""
@@ -351,7 +350,9 @@ async def test_provisioning_revocation_and_tokens_that_die_with_their_work(make_
         dead = await execution.get(f"/connection-tests/{test_id}/connection", headers=_as(token))
         assert dead.status_code == 409, dead.text
         stolen = mint_workload_token(stack.settings, test_id, "someone-else", 600)
-        assert (await execution.get(f"/connection-tests/{test_id}/connection", headers=_as(stolen))).status_code in (
+        assert (
+            await execution.get(f"/connection-tests/{test_id}/connection", headers=_as(stolen))
+        ).status_code in (
             401,
             403,
         )
@@ -360,11 +361,15 @@ async def test_provisioning_revocation_and_tokens_that_die_with_their_work(make_
         assert code == 0, output
         refused = await execution.post(f"/jobs/{job['id']}/heartbeat", headers=_as(credential))
         assert refused.status_code == 401, refused.text
-        assert (await execution.get(f"/connection-tests/{test_id}/connection", headers=_as(token))).status_code == 401
+        assert (
+            await execution.get(f"/connection-tests/{test_id}/connection", headers=_as(token))
+        ).status_code == 401
     async with stack.client() as api:
         jobs = (await api.get("/api/v2/jobs")).json()["jobs"]
         assert next(j for j in jobs if j["id"] == job["id"])["state"] == "completed"
-        revoked = next(w for w in (await api.get("/api/v2/workers")).json()["workers"] if w["name"] == "edge-1")
+        revoked = next(
+            w for w in (await api.get("/api/v2/workers")).json()["workers"] if w["name"] == "edge-1"
+        )
         assert revoked["revoked_at"] is not None
     # The worker hears it on its next heartbeat and stops.
     await asyncio.wait_for(asyncio.to_thread(worker.wait), 30)

@@ -1,5 +1,9 @@
 """ConnectionTestWorkflow: wait for a slot under the global cap, dispatch the test to the user's queue,
-record the result through the API. Every path ends with a recorded terminal state."""
+record the result through the API. Every path ends with a recorded terminal state.
+
+The slot and the record are local activities: the API's control worker runs this workflow and writes
+the database in the same workflow task, so a test costs two workflow tasks and one activity task when a
+slot is free (api/services/slots.py keeps the cap)."""
 
 from __future__ import annotations
 
@@ -16,11 +20,9 @@ with workflow.unsafe.imports_passed_through():
     from airlock.protocol import (
         CONNECTION_TEST_ACTIVITY,
         CONNECTION_TEST_FAILED_ERROR,
-        MARK_QUEUED_ACTIVITY,
         RECORD_RESULT_ACTIVITY,
-        RELEASE_SIGNAL,
         SLOT_GRANTED_SIGNAL,
-        SLOT_REFUSED_SIGNAL,
+        TAKE_SLOT_ACTIVITY,
     )
     from airlock.states import ConnectionTestState
     from airlock.summaries import shorten
@@ -31,13 +33,16 @@ with workflow.unsafe.imports_passed_through():
         ControlCall,
         DispatchPlan,
         RunConnectionTestInput,
-        SlotRelease,
+        SlotDecision,
     )
 
 # Startup of the child interpreter and the report of "running" sit on top of the driver's timeout.
 START_TO_CLOSE_MARGIN = 15.0
 # A test whose worker stops heartbeating is dispatched a second time (the next worker claims it again).
 DISPATCH_ATTEMPTS = 2
+# A waiting test asks for its slot again this often, in case the API's nudge (SLOT_GRANTED_SIGNAL) was
+# lost: an API replica stopped between granting the slot and sending it, say.
+SLOT_RECHECK = timedelta(seconds=30)
 # The workflow does not see a worker pick the activity up; the UI's pending activity does.
 _DISPATCHED = "running once a worker of that queue picks it up (Pending Activities shows which)"
 
@@ -45,49 +50,29 @@ _DISPATCHED = "running once a worker of that queue picks it up (Pending Activiti
 @workflow.defn
 class ConnectionTestWorkflow:
     def __init__(self) -> None:
-        self._granted = False
-        self._lease = ""
-        self._refusal: str | None = None
+        self._nudged = False
 
     @workflow.signal(name=SLOT_GRANTED_SIGNAL)
-    def slot_granted(self, lease: str) -> None:
-        self._granted = True
-        self._lease = lease
-
-    @workflow.signal(name=SLOT_REFUSED_SIGNAL)
-    def slot_refused(self, reason: str) -> None:
-        self._refusal = reason
+    def slot_granted(self) -> None:
+        self._nudged = True
 
     @workflow.run
     async def run(self, inp: ConnectionTestInput) -> ConnectionTestOutcome:
         """Returns the outcome of a test that succeeded; a test that failed fails the workflow (the
         outcome in the error's details), so that the Temporal UI's Failed filter finds it."""
-        control = workflow.info().task_queue
-        show(ConnectionTestState.PENDING, "waiting for a slot under the global cap on running tests")
         try:
-            await workflow.wait_condition(lambda: self._granted or self._refusal is not None)
-            if not self._granted:
-                outcome = ConnectionTestOutcome(False, f"not run: {self._refusal}")
-                await self._finish(inp, outcome, control)
-                return outcome
-            plan = await workflow.execute_activity(
-                MARK_QUEUED_ACTIVITY,
-                ControlCall(inp.test_id, inp.grant),
-                result_type=DispatchPlan,
-                task_queue=control,
-                schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
-                retry_policy=api_retry(),
-            )
+            plan = await self._slot(inp)
             set_state(ConnectionTestState.QUEUED)
             outcome = await self._dispatch(inp, plan)
         except ActivityError as exc:
-            # Only the mark-queued step gets here: it refuses a test that is no longer pending.
+            # Only taking the slot gets here: it refuses a test that ended meanwhile or is not this
+            # workflow's, and gives up when the API stays unreachable.
             outcome = ConnectionTestOutcome(False, f"could not dispatch the test: {_cause(exc)}")
         except asyncio.CancelledError:
             outcome = ConnectionTestOutcome(False, "cancelled in Temporal before it finished")
-            await asyncio.shield(self._finish(inp, outcome, control))
+            await asyncio.shield(self._finish(inp, outcome))
             raise
-        recorded = await self._finish(inp, outcome, control)
+        recorded = await self._finish(inp, outcome)
         if not outcome.ok and recorded is not False:
             # Recorded now, or left to the reaper (which reads the outcome from these details). A run
             # that found the test ended already (a rerun after a reset) completes: it decided nothing.
@@ -95,6 +80,27 @@ class ConnectionTestWorkflow:
                 shorten(outcome.message), outcome, type=CONNECTION_TEST_FAILED_ERROR, non_retryable=True
             )
         return outcome
+
+    async def _slot(self, inp: ConnectionTestInput) -> DispatchPlan:
+        """Wait for a slot under the global cap; the database hands them out, in submission order."""
+        while True:
+            self._nudged = False
+            decision = await workflow.execute_local_activity(
+                TAKE_SLOT_ACTIVITY,
+                ControlCall(inp.test_id, inp.grant),
+                result_type=SlotDecision,
+                schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
+                retry_policy=api_retry(),
+            )
+            if decision.plan is not None:
+                return decision.plan
+            if decision.ended is not None:
+                raise ApplicationError(decision.ended, non_retryable=True)
+            show(ConnectionTestState.PENDING, "waiting for a slot under the global cap on running tests")
+            try:
+                await workflow.wait_condition(lambda: self._nudged, timeout=SLOT_RECHECK)
+            except TimeoutError:
+                pass
 
     async def _dispatch(self, inp: ConnectionTestInput, plan: DispatchPlan) -> ConnectionTestOutcome:
         run = RunConnectionTestInput(test_id=inp.test_id)
@@ -118,18 +124,16 @@ class ConnectionTestWorkflow:
         except ActivityError as exc:
             return ConnectionTestOutcome(False, f"{lost}; on a second attempt, {_explain(exc, plan)}")
 
-    async def _finish(
-        self, inp: ConnectionTestInput, outcome: ConnectionTestOutcome, control: str
-    ) -> bool | None:
+    async def _finish(self, inp: ConnectionTestInput, outcome: ConnectionTestOutcome) -> bool | None:
         """Record the outcome: True when this run recorded it, False when the test had ended already,
         None when the API could not record it in time (the reaper records it from this workflow)."""
         state = ConnectionTestState.SUCCESS if outcome.ok else ConnectionTestState.FAILED
         try:
-            recorded: bool = await workflow.execute_activity(
+            # Frees the slot in the same transaction: the cap holds as seen through the API.
+            recorded: bool = await workflow.execute_local_activity(
                 RECORD_RESULT_ACTIVITY,
                 ConnectionTestRecord(inp.test_id, inp.grant, outcome),
                 result_type=bool,
-                task_queue=control,
                 schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
                 retry_policy=api_retry(),
             )
@@ -137,9 +141,6 @@ class ConnectionTestWorkflow:
             workflow.logger.warning("could not record the outcome; the reaper will: %s", _cause(exc))
             show(state, f"not recorded yet, the reaper records it: {outcome.message}")
             return None
-        finally:
-            # Free the slot only once the result is visible, so the cap holds as seen through the API.
-            await _release(inp.slots_workflow_id, self._lease)
         set_state(state)
         show(state, outcome.message if recorded else f"not recorded, the test had ended: {outcome.message}")
         return recorded
@@ -156,14 +157,6 @@ async def _run_on_queue(plan: DispatchPlan, run: RunConnectionTestInput) -> Conn
         heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout),
         retry_policy=RetryPolicy(maximum_attempts=1),
     )
-
-
-async def _release(slots_workflow_id: str, lease: str) -> None:
-    handle = workflow.get_external_workflow_handle(slots_workflow_id)
-    try:
-        await handle.signal(RELEASE_SIGNAL, SlotRelease(workflow.info().workflow_id, lease))
-    except Exception:
-        workflow.logger.warning("could not release the slot; its lease will expire")
 
 
 def _cause(exc: ActivityError) -> str:

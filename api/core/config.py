@@ -11,9 +11,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from airlock.codec import EncryptionCodec, MasterKeyring, decode_key, master_codec, queue_purpose
 from airlock.settings import TemporalSettings, split_list
 
-# The largest values the caps on connection tests take: waiting tests plus slot holders stay within the
-# semaphore's bound (airlock.workloads.MAX_SLOT_ENTRIES, 7000), with room to spare for requests racing
-# past a cap. tests/test_slots_workflow.py checks the sum.
+# The largest values the caps on connection tests take.
 MAX_PENDING_TESTS_LIMIT = 5_000
 MAX_CONCURRENCY_LIMIT = 1_000
 

@@ -209,3 +209,12 @@ class TriggerLog(Base):
     logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
     level: Mapped[str] = mapped_column(String(10))
     message: Mapped[str] = mapped_column(Text)
+
+
+class ConnectionTestSlotLock(Base):
+    """One row, locked first by every transaction that hands out or frees a connection-test slot, so
+    that those transactions take turns and the cap holds on every database (airlock: slots)."""
+
+    __tablename__ = "connection_test_slot_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -105,9 +105,8 @@ WAITING_STATES = (S.PENDING.value, S.QUEUED.value)
 
 
 async def _check_waiting(session: AsyncSession, settings: Settings, queue: str) -> None:
-    """Refuse a test past the caps on waiting tests: in its queue, and in all (the semaphore that hands
-    out slots keeps every waiting test in its state). Requests racing each other may pass a cap by as
-    many as run at that moment: the semaphore's bound leaves room for them."""
+    """Refuse a test past the caps on waiting tests: in its queue, and in all. Requests racing each
+    other may pass a cap by as many as run at that moment."""
     waiting = select(func.count()).select_from(ConnectionTest).where(ConnectionTest.state.in_(WAITING_STATES))
     in_queue = await session.scalar(waiting.where(ConnectionTest.queue == queue)) or 0
     cap = settings.max_pending_tests_per_queue
@@ -154,16 +153,6 @@ async def _no_worker_reason(
             f"(they can test: {', '.join(testable) or 'nothing'})"
         )
     return None
-
-
-async def mark_queued(session: AsyncSession, test_id: str) -> bool:
-    """pending -> queued. False when the test already ended (reaped, say): do not dispatch it."""
-    test = await get(session, test_id, lock=True)
-    if S(test.state).is_terminal:
-        return False
-    if test.state == S.PENDING:
-        test.state = S.QUEUED
-    return True
 
 
 async def mark_running(session: AsyncSession, test_id: str, worker: str | None) -> None:

@@ -9,19 +9,16 @@ import structlog
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from airlock import search_attributes as sa
 from airlock.codec import make_data_converter
 from airlock.protocol import (
-    ACQUIRE_SIGNAL,
     KIND_CONNECTION_TEST,
-    KIND_SLOTS,
     KIND_TRIGGER,
-    RELEASE_SIGNAL,
+    SLOT_GRANTED_SIGNAL,
     connection_test_workflow_id,
-    slots_workflow_id,
     trigger_workflow_id,
 )
 from airlock.secrets import scrub
@@ -29,24 +26,16 @@ from airlock.states import ConnectionTestState
 from airlock.summaries import (
     connection_test_details,
     connection_test_summary,
-    slots_summary,
     trigger_details,
     trigger_summary,
 )
 from airlock.temporal_client import connect_temporal
-from airlock.workloads import (
-    ConnectionTestInput,
-    SlotRelease,
-    SlotRequest,
-    SlotsState,
-    TriggerInput,
-    slot_lease,
-)
+from airlock.workloads import ConnectionTestInput, TriggerInput
 from api.core.config import Settings
 from api.core.security import workflow_grant
 from api.db.models import ConnectionTest, Trigger
-from workflows.connection_test import START_TO_CLOSE_MARGIN, ConnectionTestWorkflow
-from workflows.slots import ConnectionTestSlotsWorkflow
+from api.temporal.background import spawn
+from workflows.connection_test import ConnectionTestWorkflow
 from workflows.trigger import TriggerWorkflow
 
 log = structlog.get_logger(__name__)
@@ -88,16 +77,6 @@ def workflow_input(settings: Settings, test: ConnectionTest) -> ConnectionTestIn
         test_id=test.id,
         grant=workflow_grant(settings, connection_test_workflow_id(test.id)),
         record_timeout=settings.reaper_grace + settings.connection_test_timeout,
-        slots_workflow_id=slots_workflow_id(settings.control_queue),
-    )
-
-
-def slot_lease_seconds(settings: Settings, test: ConnectionTest) -> float:
-    return (
-        settings.connection_test_dispatch_timeout
-        + test.timeout
-        + START_TO_CLOSE_MARGIN
-        + 2 * (settings.reaper_grace + settings.connection_test_timeout)
     )
 
 
@@ -110,7 +89,7 @@ def _shown(text: str, secrets: Sequence[str]) -> str:
 async def start_connection_test(
     client: Client, settings: Settings, test: ConnectionTest, *, secrets: Sequence[str] = ()
 ) -> None:
-    """Start the test's workflow and ask the semaphore for a slot. ``secrets``: the connection's, kept
+    """Start the test's workflow. ``secrets``: the connection's, kept
     out of the workflow's summary and details (the Temporal UI shows them)."""
     workflow_id = connection_test_workflow_id(test.id)
     attributes: list[SearchAttributePair[str]] = [
@@ -144,31 +123,24 @@ async def start_connection_test(
             secrets,
         ),
     )
-    # Signal-with-start: the first test brings the semaphore up.
-    await client.start_workflow(
-        ConnectionTestSlotsWorkflow.run,
-        SlotsState(capacity=settings.max_connection_test_concurrency),
-        id=slots_workflow_id(settings.control_queue),
-        task_queue=settings.control_queue,
-        start_signal=ACQUIRE_SIGNAL,
-        start_signal_args=[
-            SlotRequest(
-                workflow_id, settings.max_connection_test_concurrency, slot_lease_seconds(settings, test)
-            )
-        ],
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, KIND_SLOTS)]),
-        static_summary=slots_summary(settings.control_queue),
-    )
 
 
-async def release_slot(client: Client, settings: Settings, workflow_id: str) -> None:
-    """Free the slot of a test whose workflow ended without freeing it (the reaper's case)."""
-    handle = client.get_workflow_handle(slots_workflow_id(settings.control_queue))
-    state = await handle.query(ConnectionTestSlotsWorkflow.state)
-    if workflow_id in state.held or workflow_id in state.waiting:
-        lease = slot_lease(state.lease_seed, workflow_id)
-        await handle.signal(RELEASE_SIGNAL, SlotRelease(workflow_id, lease))
+def wake_slot_holders(client: Client | None, test_ids: Sequence[str]) -> None:
+    """Tell the workflows of tests that were just granted a slot to ask for it again, without waiting
+    for the signals: a lost one costs that test a recheck interval, not its slot."""
+    if client is None:
+        return
+    for test_id in test_ids:
+        spawn(_wake(client, test_id))
+
+
+async def _wake(client: Client, test_id: str) -> None:
+    try:
+        await client.get_workflow_handle(connection_test_workflow_id(test_id)).signal(SLOT_GRANTED_SIGNAL)
+    except RPCError as exc:
+        log.info(
+            "could not nudge a test granted a slot; it asks again itself", test_id=test_id, error=exc.message
+        )
 
 
 async def start_trigger(

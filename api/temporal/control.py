@@ -19,25 +19,31 @@ from airlock.protocol import (
     DISPATCH_TRIGGER_ACTIVITY,
     END_TRIGGER_ACTIVITY,
     EVENT,
-    MARK_QUEUED_ACTIVITY,
     RECORD_RESULT_ACTIVITY,
     RECORD_TIMER_FIRED_ACTIVITY,
-    SLOT_CAPACITY_ACTIVITY,
+    TAKE_SLOT_ACTIVITY,
     connection_test_workflow_id,
     trigger_workflow_id,
 )
 from airlock.serde import serialize
-from airlock.states import TriggerState
+from airlock.states import ConnectionTestState, TriggerState
 from airlock.summaries import shorten
-from airlock.workloads import ConnectionTestRecord, ControlCall, DispatchPlan, TriggerEnd, TriggerPlan
+from airlock.workloads import (
+    ConnectionTestRecord,
+    ControlCall,
+    DispatchPlan,
+    SlotDecision,
+    TriggerEnd,
+    TriggerPlan,
+)
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.core.security import workflow_grant
 from api.db.models import utcnow
-from api.services import connection_tests, triggers
+from api.services import connection_tests, slots, triggers
 from api.services.errors import Conflict
+from api.temporal.client import wake_slot_holders
 from workflows.connection_test import ConnectionTestWorkflow
-from workflows.slots import ConnectionTestSlotsWorkflow
 from workflows.trigger import TriggerWorkflow
 
 log = structlog.get_logger(__name__)
@@ -74,45 +80,53 @@ class ControlActivities:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     box: SecretBox
+    # Tells waiting tests they were granted a slot (None in tests that run no workflows).
+    client: Client | None = None
 
     def _check(self, test_id: str, grant: str) -> None:
         check_caller(self.settings, connection_test_workflow_id(test_id), CONNECTION_TEST_WORKFLOW, grant)
 
-    @activity.defn(name=MARK_QUEUED_ACTIVITY)
-    async def mark_connection_test_queued(self, call: ControlCall) -> DispatchPlan:
+    @activity.defn(name=TAKE_SLOT_ACTIVITY)
+    async def take_connection_test_slot(self, call: ControlCall) -> SlotDecision:
+        """A local activity of the test's workflow: its slot and where to run it, or why it waits."""
         self._check(call.row_id, call.grant)
+        cap = self.settings.max_connection_test_concurrency
         async with self.sessions.begin() as session:
-            test = await connection_tests.get(session, call.row_id)
+            test, granted = await slots.take(session, cap, call.row_id)
             bind_work(test_id=test.id, queue=test.queue, worker=test.worker)
-            if not await connection_tests.mark_queued(session, test.id):
-                log.info("connection test not dispatched: it ended already", state=test.state)
-                raise ApplicationError(f"test already ended ({test.state})", non_retryable=True)
-            plan = DispatchPlan(
+            state = ConnectionTestState(test.state)
+        wake_slot_holders(self.client, [t for t in granted if t != test.id])
+        if state.is_terminal:
+            log.info("connection test not dispatched: it ended already", state=state)
+            return SlotDecision(ended=f"test already ended ({state})")
+        if state == ConnectionTestState.PENDING:
+            return SlotDecision()
+        log.info("connection test queued", timeout=test.timeout)
+        return SlotDecision(
+            DispatchPlan(
                 queue=test.queue,
                 timeout=test.timeout,
                 dispatch_timeout=self.settings.connection_test_dispatch_timeout,
                 heartbeat_timeout=self.settings.connection_test_heartbeat_timeout,
             )
-        log.info("connection test queued", timeout=plan.timeout)
-        return plan
+        )
 
     @activity.defn(name=RECORD_RESULT_ACTIVITY)
     async def record_connection_test_result(self, record: ConnectionTestRecord) -> bool:
+        """A local activity of the test's workflow: the outcome, and the freed slot to the next test."""
         self._check(record.test_id, record.grant)
+        cap = self.settings.max_connection_test_concurrency
         async with self.sessions.begin() as session:
-            changed = await connection_tests.finish(session, self.box, record.test_id, record.outcome)
+            changed, granted = await slots.finish(session, self.box, cap, record.test_id, record.outcome)
             test = await connection_tests.get(session, record.test_id)  # no query: the session has it
             bind_work(test_id=test.id, queue=test.queue, worker=test.worker)
+        wake_slot_holders(self.client, granted)
         outcome = "success" if record.outcome.ok else "failed"
         if changed:
             log.info("connection test finished", outcome=outcome, message=shorten(record.outcome.message))
         else:
             log.info("connection test ended already; outcome not recorded", outcome=outcome, state=test.state)
         return changed
-
-    @activity.defn(name=SLOT_CAPACITY_ACTIVITY)
-    async def slot_capacity(self) -> int:
-        return self.settings.max_connection_test_concurrency
 
 
 @dataclass
@@ -181,11 +195,10 @@ def control_worker(
     return Worker(
         client,
         task_queue=settings.control_queue,
-        workflows=[ConnectionTestWorkflow, ConnectionTestSlotsWorkflow, TriggerWorkflow],
+        workflows=[ConnectionTestWorkflow, TriggerWorkflow],
         activities=[
-            activities.mark_connection_test_queued,
+            activities.take_connection_test_slot,
             activities.record_connection_test_result,
-            activities.slot_capacity,
             trigger_activities.dispatch_trigger,
             trigger_activities.record_timer_fired,
             trigger_activities.end_trigger,

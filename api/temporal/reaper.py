@@ -39,9 +39,9 @@ from airlock.workloads import ConnectionTestOutcome
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.db.models import Trigger
-from api.services import connection_tests, triggers
+from api.services import connection_tests, slots, triggers
 from api.services.errors import NotFound
-from api.temporal.client import release_slot
+from api.temporal.client import wake_slot_holders
 
 log = structlog.get_logger(__name__)
 
@@ -84,13 +84,13 @@ class ConnectionTestReaper:
                 verdict = await self._verdict(test_id)
                 if verdict is None:
                     continue
+                cap = self._settings.max_connection_test_concurrency
                 async with self._sessions.begin() as session:
-                    changed = await connection_tests.finish(session, self._box, test_id, verdict)
+                    changed, granted = await slots.finish(session, self._box, cap, test_id, verdict)
+                wake_slot_holders(self._client, granted)
                 if changed:
                     reaped += 1
                     log.warning("reaped connection test", reason=shorten(verdict.message))
-                    with contextlib.suppress(RPCError):
-                        await release_slot(self._client, self._settings, connection_test_workflow_id(test_id))
         return reaped
 
     async def _verdict(self, test_id: str) -> ConnectionTestOutcome | None:

@@ -4,7 +4,7 @@ from typing import Any
 
 import structlog
 from cadwyn import VersionedAPIRouter
-from fastapi import status
+from fastapi import BackgroundTasks, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock.execution import (
@@ -21,8 +21,9 @@ from api.core.security import Principal, mint_workload_token
 from api.db.models import ConnectionTest
 from api.deps import Runtime, RuntimeDep, SessionDep
 from api.execution.security import TestTokenDep, WorkerDep, check_holder
-from api.services import connection_tests, connections
+from api.services import connection_tests, connections, slots
 from api.services.errors import Conflict
+from api.temporal.client import wake_slot_holders
 from workflows.connection_test import START_TO_CLOSE_MARGIN
 
 log = structlog.get_logger(__name__)
@@ -94,6 +95,7 @@ async def patch_state(
     principal: TestTokenDep,
     session: SessionDep,
     runtime: RuntimeDep,
+    background: BackgroundTasks,
 ) -> None:
     """Report that the test is running, or its result. Terminal is final: a second result is a 409."""
     # The queue is bound once the service has loaded the row; a refused report still names the test.
@@ -107,11 +109,19 @@ async def patch_state(
     outcome = ConnectionTestOutcome(
         ok=body.state == ConnectionTestState.SUCCESS, message=body.result_message or "", worker=body.worker
     )
-    recorded = await connection_tests.finish(session, runtime.box, test_id, outcome)
+    cap = runtime.settings.max_connection_test_concurrency
+    recorded, granted = await slots.finish(session, runtime.box, cap, test_id, outcome)
     await _bound(session, test_id)
     if not recorded:
         raise Conflict(f"connection test {test_id} already ended")
+    # After the commit (the session's, once this returns): the tests that got the freed slot.
+    background.add_task(_nudge, runtime, granted)
     log.info("connection test finished", outcome=body.state, message=shorten(outcome.message))
+
+
+async def _nudge(runtime: Runtime, granted: list[str]) -> None:
+    # A coroutine: Starlette runs a plain function given to BackgroundTasks in a thread, off the loop.
+    wake_slot_holders(runtime.temporal, granted)
 
 
 async def _held(session: AsyncSession, test_id: str, principal: Principal) -> ConnectionTest:

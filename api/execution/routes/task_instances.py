@@ -44,5 +44,5 @@ async def defer(
             max_active_triggers=runtime.settings.max_active_triggers_per_queue,
             by_task=True,
         )
-    await launch_trigger(runtime, trigger)
+    launch_trigger(runtime, trigger)
     return Deferred(trigger_id=trigger.id)

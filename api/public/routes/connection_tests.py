@@ -7,7 +7,6 @@ from airlock.logging import bind_work
 from airlock.secrets import connection_secrets
 from airlock.states import ConnectionTestState
 from airlock.summaries import target_of
-from airlock.workloads import ConnectionTestOutcome
 from api.db.models import ConnectionTest
 from api.deps import RuntimeDep, SessionDep
 from api.public.datamodels import (
@@ -17,8 +16,7 @@ from api.public.datamodels import (
     ConnectionTestResponse,
 )
 from api.services import connection_tests, connections
-from api.services.errors import Unavailable
-from api.temporal.client import start_connection_test
+from api.temporal.launch import launch_connection_test
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/connections/test", tags=["connection tests"])
@@ -35,11 +33,12 @@ def to_response(test: ConnectionTest) -> ConnectionTestResponse:
         404: {"description": "saved connection not found"},
         409: {"description": "the connection already has an active test"},
         429: {"description": "as many tests wait in the queue, or in all, as may (Retry-After)"},
-        503: {"description": "Temporal unreachable; the test was recorded as failed"},
     },
 )
 async def enqueue_test(body: ConnectionTestRequest, runtime: RuntimeDep) -> ConnectionTestResponse:
-    """Queue a test of a saved connection or of unsaved fields; poll ``GET .../test/{id}`` for the result."""
+    """Queue a test of a saved connection or of unsaved fields; poll ``GET .../test/{id}`` for the result.
+    The answer comes once the test is stored; its workflow starts after (a test whose workflow cannot
+    start ends ``failed``, saying so)."""
     async with runtime.sessions.begin() as session:
         test = await connection_tests.submit(session, runtime.settings, runtime.box, body)
     bind_work(test_id=test.id, queue=test.queue, worker=None)
@@ -49,17 +48,7 @@ async def enqueue_test(body: ConnectionTestRequest, runtime: RuntimeDep) -> Conn
         log.info("connection test failed at once", conn_type=test.conn_type, target=target, message=message)
         return to_response(test)
     log.info("connection test submitted", conn_type=test.conn_type, target=target)
-    try:
-        if runtime.temporal is None:
-            raise RuntimeError("no Temporal client")
-        secrets = connection_secrets(connections.fields_of(test, runtime.box))
-        await start_connection_test(runtime.temporal, runtime.settings, test, secrets=secrets)
-    except Exception as exc:
-        async with runtime.sessions.begin() as session:
-            outcome = ConnectionTestOutcome(False, f"could not start its workflow: {type(exc).__name__}")
-            await connection_tests.finish(session, runtime.box, test.id, outcome)
-        log.warning("connection test failed: its workflow could not start", error=type(exc).__name__)
-        raise Unavailable(f"Temporal is unreachable; test {test.id} was recorded as failed") from None
+    launch_connection_test(runtime, test, connection_secrets(connections.fields_of(test, runtime.box)))
     return to_response(test)
 
 

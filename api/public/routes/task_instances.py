@@ -60,7 +60,7 @@ async def create_task_instance(body: TaskInstanceCreate, runtime: RuntimeDep) ->
                 by_task=False,
             )
     if trigger is not None:
-        await launch_trigger(runtime, trigger)
+        launch_trigger(runtime, trigger)
     token = mint_task_instance_token(runtime.settings, ti.id)
     return TaskInstanceCreated(**to_response(ti).model_dump(), execution_token=token)
 

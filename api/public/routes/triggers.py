@@ -32,7 +32,6 @@ def to_response(trigger: Trigger) -> TriggerResponse:
     status_code=status.HTTP_201_CREATED,
     responses={
         429: {"description": "the queue has as many active triggers as it may (Retry-After)"},
-        503: {"description": "Temporal unreachable"},
     },
 )
 async def create_trigger(body: TriggerCreate, runtime: RuntimeDep) -> TriggerResponse:
@@ -49,7 +48,7 @@ async def create_trigger(body: TriggerCreate, runtime: RuntimeDep) -> TriggerRes
             timeout=body.timeout,
             max_active=runtime.settings.max_active_triggers_per_queue,
         )
-    await launch_trigger(runtime, trigger)
+    launch_trigger(runtime, trigger)
     return to_response(trigger)
 
 
