@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
 
 import httpx
 import temporalio
+import uvloop
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.worker import Worker
@@ -65,6 +66,7 @@ from airlock.devstack import ensure_secrets, free_port, temporal_binary, tempora
 from airlock.logging import configure_logging
 from airlock.settings import TemporalSettings
 from airlock.temporal_client import connect_temporal
+from api.core.config import Settings
 from api.db.migrate import upgrade
 from bench.floor import FloorInput, FloorWorkflow, floor_mark, floor_record, floor_test
 from tests.stack import ApiServer, Stack, stack_settings
@@ -79,6 +81,14 @@ WORKER_CONCURRENCY = 64
 WAIT_LIMIT = 300.0  # seconds; a safeguard against a hung stack, not a measurement
 
 T = TypeVar("T")
+
+# The API runs as `airlock api` runs it: without the workflow sandbox the tests use, on uvloop.
+PRODUCT_SANDBOX: bool = Settings.model_fields["workflow_sandbox"].default
+
+
+def run_like_the_api(main: Awaitable[T]) -> T:
+    """Run the benchmark's event loop (the in-process API's too) on uvloop, as uvicorn does."""
+    return uvloop.run(main)
 
 
 @dataclass
@@ -359,7 +369,13 @@ async def bench(args: argparse.Namespace, work_dir: Path) -> Results:
         address, _ = await asyncio.to_thread(start_temporal, processes, work_dir)
         secrets = ensure_secrets(work_dir / "secrets")
         database_url = f"sqlite:///{work_dir / 'airlock.db'}"
-        settings = stack_settings(secrets, address, database_url, max_connection_test_concurrency=args.cap)
+        settings = stack_settings(
+            secrets,
+            address,
+            database_url,
+            max_connection_test_concurrency=args.cap,
+            workflow_sandbox=PRODUCT_SANDBOX,
+        )
         upgrade(settings.database_url)
         stack = Stack(secrets, address, ApiServer(settings, free_port()), work_dir)
         async with contextlib.AsyncExitStack() as services:
@@ -403,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, open(Path(tmp) / "api.log", "a") as log:
         # The in-process API logs as `airlock api` does: INFO, access log included, into a file.
         configure_logging(stream=log)
-        single, burst = asyncio.run(bench(args, Path(tmp)))
+        single, burst = run_like_the_api(bench(args, Path(tmp)))
     wall = time.perf_counter() - started
     print()
     print(report(args, single, burst, wall))

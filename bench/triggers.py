@@ -73,7 +73,15 @@ from airlock.settings import TemporalSettings
 from airlock.temporal_client import connect_temporal
 from airlock.triggers import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from api.db.migrate import upgrade
-from bench.connection_tests import _count, _phase, _print_logs, machine_info, start_temporal
+from bench.connection_tests import (
+    PRODUCT_SANDBOX,
+    _count,
+    _phase,
+    _print_logs,
+    machine_info,
+    run_like_the_api,
+    start_temporal,
+)
 from bench.timer_floor import TimerFloorWorkflow, timer_floor_record
 from tests.stack import ApiServer, Stack, stack_settings
 
@@ -557,7 +565,12 @@ async def bench(n: int, work_dir: Path) -> tuple[Timers, Files, Floor]:
         print("starting a Temporal dev server, the API and a triggerer ...", flush=True)
         address, temporal = await asyncio.to_thread(start_temporal, processes, work_dir)
         secrets = ensure_secrets(work_dir / "secrets")
-        settings = stack_settings(secrets, address, f"sqlite:///{work_dir / 'airlock.db'}")
+        settings = stack_settings(
+            secrets,
+            address,
+            f"sqlite:///{work_dir / 'airlock.db'}",
+            workflow_sandbox=PRODUCT_SANDBOX,
+        )
         upgrade(settings.database_url)
         stack = Stack(secrets, address, ApiServer(settings, free_port()), work_dir)
         async with contextlib.AsyncExitStack() as services:
@@ -605,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp, open(Path(tmp) / "api.log", "a") as log:
         # The in-process API logs as `airlock api` does: INFO, access log included, into a file.
         configure_logging(stream=log)
-        timers, files, floor = asyncio.run(bench(args.count, Path(tmp)))
+        timers, files, floor = run_like_the_api(bench(args.count, Path(tmp)))
     wall = time.perf_counter() - started
     print()
     print(report(args.count, timers, files, floor, machine_info(), wall))

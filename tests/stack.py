@@ -42,6 +42,8 @@ def stack_settings(
         "admin_token": secrets.admin_token,
         "codec_token": secrets.codec_token,
         "control_queue": f"control-{uuid.uuid4().hex[:8]}",
+        # Every workflow path the tests take is checked for non-determinism.
+        "workflow_sandbox": True,
     }
     return Settings(**{**values, **overrides})
 

@@ -107,6 +107,7 @@ async def start_connection_test(
         search_attributes=TypedSearchAttributes(attributes),
         # Waiting for a slot may be long; nothing waits forever.
         execution_timeout=timedelta(hours=6),
+        request_eager_start=True,
         static_summary=_shown(
             connection_test_summary(test.conn_type, test.host, test.port, test.queue), secrets
         ),

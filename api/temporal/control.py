@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from airlock.logging import bind_work
 from airlock.protocol import (
@@ -196,6 +197,9 @@ def control_worker(
         client,
         task_queue=settings.control_queue,
         workflows=[ConnectionTestWorkflow, TriggerWorkflow],
+        workflow_runner=(
+            SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner()
+        ),
         activities=[
             activities.take_connection_test_slot,
             activities.record_connection_test_result,
