@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/connection_tests.py
+	$(BIN)/python bench/connection_tests.py --cap 4 --burst 100
 	$(BIN)/python bench/triggers.py
 
 openapi: $(STAMP)

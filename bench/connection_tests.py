@@ -14,7 +14,8 @@ It measures four figures:
 
 * Airlock single-flight latency: one ``tcp://127.0.0.1:<api port>`` test at a time; the time from
   sending ``POST /api/v2/connections/test`` to the ``GET /api/v2/connections/test/{id}`` response that
-  shows a terminal state, polled every 15 ms. p50/p90/p99/mean over N, after a few untimed warm-ups.
+  shows a terminal state, polled every 15 ms. p50/p90/p99/mean over N, after a few untimed warm-ups;
+  and how long the POST took to answer (the floor: its ``start_workflow`` call).
 * Airlock burst throughput: N tests POSTed at once (at most 32 requests in flight), then the list
   endpoint polled every 100 ms for the counts of ``success`` and ``failed`` (two cheap requests rather
   than N GETs, which would compete for the CPU with the API's own work in this process);
@@ -95,9 +96,17 @@ def run_like_the_api(main: Awaitable[T]) -> T:
 class SingleFlight:
     samples: list[float]  # seconds, one per test
     ok: int
+    submits: list[float]  # seconds, one per test: until the submission was answered
 
     def percentile(self, p: int) -> float:
-        return statistics.quantiles(self.samples, n=100, method="inclusive")[p - 1]
+        return _percentile(self.samples, p)
+
+    def submit_percentile(self, p: int) -> float:
+        return _percentile(self.submits, p)
+
+
+def _percentile(samples: list[float], p: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
 
     @property
     def mean(self) -> float:
@@ -139,15 +148,19 @@ async def _poll_terminal(client: httpx.AsyncClient, test_id: str) -> str:
 
 async def airlock_single(client: httpx.AsyncClient, target: str, queue: str, n: int) -> SingleFlight:
     samples: list[float] = []
+    submits: list[float] = []
     ok = 0
     for i in range(WARMUP + n):
         started = time.perf_counter()
-        state = await _poll_terminal(client, await _post_test(client, target, queue))
+        test_id = await _post_test(client, target, queue)
+        answered = time.perf_counter() - started
+        state = await _poll_terminal(client, test_id)
         elapsed = time.perf_counter() - started
         if i >= WARMUP:
             samples.append(elapsed)
+            submits.append(answered)
             ok += state == "success"
-    return SingleFlight(samples, ok)
+    return SingleFlight(samples, ok, submits)
 
 
 async def _terminal_count(client: httpx.AsyncClient) -> dict[str, int]:
@@ -186,24 +199,23 @@ async def airlock_burst(client: httpx.AsyncClient, target: str, queue: str, n: i
 # --- The floor: bare Temporal -----------------------------------------------------------------------
 
 
-async def _run_floor(client: Client, inp: FloorInput, control_queue: str) -> bool:
-    handle = await client.start_workflow(
-        FloorWorkflow.run, inp, id=f"floor-{uuid.uuid4().hex}", task_queue=control_queue
-    )
-    return await handle.result()
-
-
 async def floor_single(client: Client, inp: FloorInput, control_queue: str, n: int) -> SingleFlight:
     samples: list[float] = []
+    submits: list[float] = []
     ok = 0
     for i in range(WARMUP + n):
         started = time.perf_counter()
-        result = await _run_floor(client, inp, control_queue)
+        handle = await client.start_workflow(
+            FloorWorkflow.run, inp, id=f"floor-{uuid.uuid4().hex}", task_queue=control_queue
+        )
+        answered = time.perf_counter() - started
+        result = await handle.result()
         elapsed = time.perf_counter() - started
         if i >= WARMUP:
             samples.append(elapsed)
+            submits.append(answered)
             ok += result
-    return SingleFlight(samples, ok)
+    return SingleFlight(samples, ok, submits)
 
 
 async def floor_burst(client: Client, inp: FloorInput, control_queue: str, n: int) -> Burst:
@@ -296,6 +308,8 @@ def report(
         ("mean", lambda s: s.mean),
     ):
         rows.append((f"single-flight {label} (ms)", *(1000 * pick(s) for s in single)))
+    for p in (50, 99):
+        rows.append((f"submission answered p{p} (ms)", *(1000 * s.submit_percentile(p) for s in single)))
     rows.append(("burst throughput (tests/s)", burst[0].rate, burst[1].rate))
     rows.append(("burst wall time (s)", burst[0].elapsed, burst[1].elapsed))
     header = f"{'figure':<28}{'Airlock':>12}{'floor':>12}{'Airlock/floor':>16}"

@@ -314,15 +314,16 @@ def _driver_main(
 
 def _end_tree(me: int) -> None:
     """SIGKILL every descendant and reap it, until none is left. One that forks meanwhile is found
-    next round: when its parent dies it comes to us, the subreaper."""
+    next round: when its parent dies it comes to us, the subreaper. The common case, a driver that
+    left nothing behind, costs one system call rather than a walk over every process."""
     while True:
-        for pid in _descendants(me):
-            _signal(pid, signal.SIGKILL)
         try:
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
         except ChildProcessError:
             return  # no child left, so no descendant: every orphan below us is re-parented to us
+        for pid in _descendants(me):
+            _signal(pid, signal.SIGKILL)
         time.sleep(0.01)
 
 

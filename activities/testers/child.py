@@ -16,8 +16,12 @@ from pydantic import ValidationError
 
 from activities.testers import UnknownConnType, load_tester
 from airlock.connection import ConnectionFields
+from airlock.plugins import tester_entry_points
 from airlock.secrets import connection_secrets, scrub
 from worker.egress import applying, configured_policy
+
+# The fork server imports this module: every driver it forks inherits the testers' table.
+tester_entry_points()
 
 
 def run(request: Any) -> dict[str, Any]:
