@@ -97,8 +97,8 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         try:
             await stop.wait()
         finally:
-            for w in workers:
-                await w.shutdown()
+            # Together: each may wait its graceful timeout for the work in flight.
+            await asyncio.gather(*(w.shutdown() for w in workers))
             for run in runs:
                 with contextlib.suppress(Exception):
                     await run

@@ -33,7 +33,7 @@ async def _lock(session: AsyncSession) -> None:
         select(ConnectionTestSlotLock.id).where(ConnectionTestSlotLock.id == 1).with_for_update()
     )
     if locked is None:
-        raise RuntimeError("the connection_test_slot_lock row is missing: run `airlock migrate`")
+        raise RuntimeError("the connection_test_slot_lock row is missing: run `airlock db upgrade`")
 
 
 async def _grant(session: AsyncSession, capacity: int) -> list[str]:
