@@ -104,6 +104,10 @@ class SingleFlight:
     def submit_percentile(self, p: int) -> float:
         return _percentile(self.submits, p)
 
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples)
+
 
 def _percentile(samples: list[float], p: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
