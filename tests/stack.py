@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+from temporalio.client import WorkflowExecutionDescription, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from airlock.devstack import DevSecrets, api_env, worker_env
 from api.core.config import Settings
@@ -350,3 +352,16 @@ def pem_body(pem: str) -> str:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def started(handle: WorkflowHandle[Any, Any], timeout: float = 30) -> WorkflowExecutionDescription:
+    """The workflow's description once it exists: the API starts a workflow just after answering."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await handle.describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.05)

@@ -37,7 +37,7 @@ from api.db.session import sync_url
 from api.temporal.client import connect, ensure_search_attributes
 from tests import secret_scan
 from tests.secret_scan import Scanner
-from tests.stack import Stack, unique, wait_terminal
+from tests.stack import Stack, started, unique, wait_terminal
 from tests.test_triggers import FILE_TRIGGER, TEST_ALLOWLIST, defer, wait_trigger
 from tests.test_triggers_classes import TEST_SERVER
 
@@ -252,7 +252,7 @@ def test_hidden_secrets_reach_no_handler_not_even_one_added_later(tmp_path: Path
 
 async def metadata(handle: WorkflowHandle[Any, Any]) -> tuple[str | None, str | None, str]:
     """What the Temporal UI shows: static summary and details (describe), current details (query)."""
-    description = await handle.describe()
+    description = await started(handle)
     current = await handle.query(METADATA_QUERY, result_type=WorkflowMetadata)
     return await description.static_summary(), await description.static_details(), current.current_details
 
@@ -396,6 +396,8 @@ async def test_temporal_ui_names_each_trigger_and_its_state(make_stack, tmp_path
         )
         leaky = await defer(client, LEAKY_TRIGGER, {"password": secret}, queue=queue)
         temporal = await connect(stack.settings)
+        while (await client.get(f"/api/v2/triggers/{on_file['trigger_id']}")).json()["state"] != "running":
+            await asyncio.sleep(0.05)
         waiting = await metadata(temporal.get_workflow_handle(trigger_workflow_id(on_file["trigger_id"])))
         flag.write_text("go")
         ends = {

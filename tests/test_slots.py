@@ -22,7 +22,8 @@ from api.db.migrate import upgrade
 from api.db.models import ConnectionTest, utcnow
 from api.db.session import create_engine, sessionmaker
 from api.services import slots
-from tests.stack import Stack, wait_terminal
+from api.temporal.client import connect
+from tests.stack import Stack, started, wait_terminal
 from tests.test_segments import SealAs, _worker_codec
 
 ALL_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgresql", "mysql"], indirect=True)
@@ -99,19 +100,54 @@ async def test_a_nudge_from_a_worker_does_not_run_a_waiting_test(make_stack: Any
     stack: Stack = await make_stack(max_connection_test_concurrency=1)
     queue = await stack.serve_queue("nudge")
     env = await stack.provision("nudger", [queue])
-    target = {"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 3}
+    target = {"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 10}
     async with stack.client() as api:
         holder = (await api.post("/api/v2/connections/test", json=target)).json()["id"]
+        while (await api.get(f"/api/v2/connections/test/{holder}")).json()["state"] != "running":
+            await asyncio.sleep(0.1)
         waiter = (await api.post("/api/v2/connections/test", json=target)).json()["id"]
+        await started(
+            (await connect(stack.settings)).get_workflow_handle(connection_test_workflow_id(waiter))
+        )
         converters = [DataConverter(payload_codec=SealAs(_worker_codec(env), queue)), DataConverter()]
         for converter in converters:
             client = await Client.connect(stack.temporal_address, data_converter=converter)
             await client.get_workflow_handle(connection_test_workflow_id(waiter)).signal(SLOT_GRANTED_SIGNAL)
+        # Long enough for the nudged workflow to ask the API again, well within the holder's 10 s.
         await asyncio.sleep(1.5)
-        held = (await api.get(f"/api/v2/connections/test/{holder}")).json()
         waiting = (await api.get(f"/api/v2/connections/test/{waiter}")).json()
-        assert held["state"] == "running", held
         assert waiting["state"] == "pending", waiting
         first = await wait_terminal(api, holder)
         second = await wait_terminal(api, waiter)
     assert second["started_at"] >= first["finished_at"], (first, second)
+
+
+async def test_a_waiting_test_whose_nudge_was_lost_is_nudged_by_the_reaper(
+    make_stack: Any, silent_server: int
+) -> None:
+    """An API replica that stops between granting a slot and nudging the test leaves it ``queued``
+    with its workflow still waiting: the next reaper pass nudges it, and it runs."""
+    stack: Stack = await make_stack(max_connection_test_concurrency=1, connection_test_reaper_interval=1)
+    queue = await stack.serve_queue("lost")
+    assert stack.api.server is not None
+    runtime = stack.api.server.config.app.state.runtime
+    async with stack.client() as api:
+        holder = (
+            await api.post(
+                "/api/v2/connections/test",
+                json={"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 5},
+            )
+        ).json()["id"]
+        waiter = (
+            await api.post("/api/v2/connections/test", json={"uri": "tcp://127.0.0.1:1", "queue": queue})
+        ).json()["id"]
+        while (await api.get(f"/api/v2/connections/test/{holder}")).json()["state"] != "running":
+            await asyncio.sleep(0.1)
+        # What another replica's record would do, without the nudge that follows it.
+        async with runtime.sessions.begin() as session:
+            _, granted = await slots.finish(
+                session, runtime.box, 1, holder, ConnectionTestOutcome(False, "ended elsewhere")
+            )
+        assert granted == [waiter]
+        ended = await wait_terminal(api, waiter, timeout=60)
+    assert ended["state"] == "failed" and ended["worker"], ended

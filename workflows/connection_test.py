@@ -41,8 +41,10 @@ START_TO_CLOSE_MARGIN = 15.0
 # A test whose worker stops heartbeating is dispatched a second time (the next worker claims it again).
 DISPATCH_ATTEMPTS = 2
 # A waiting test asks for its slot again this often, in case the API's nudge (SLOT_GRANTED_SIGNAL) was
-# lost: an API replica stopped between granting the slot and sending it, say.
-SLOT_RECHECK = timedelta(seconds=30)
+# lost: an API replica stopped between granting the slot and sending it, say. The reaper nudges a test
+# left waiting with a slot sooner; this is the backstop, kept long so that thousands of waiting tests
+# cost little.
+SLOT_RECHECK = timedelta(minutes=5)
 # The workflow does not see a worker pick the activity up; the UI's pending activity does.
 _DISPATCHED = "running once a worker of that queue picks it up (Pending Activities shows which)"
 
@@ -61,9 +63,12 @@ class ConnectionTestWorkflow:
         """Returns the outcome of a test that succeeded; a test that failed fails the workflow (the
         outcome in the error's details), so that the Temporal UI's Failed filter finds it."""
         try:
-            plan = await self._slot(inp)
-            set_state(ConnectionTestState.QUEUED)
-            outcome = await self._dispatch(inp, plan)
+            slot = await self._slot(inp)
+            if slot.plan is None:
+                outcome = ConnectionTestOutcome(False, f"could not dispatch the test: {slot.ended}")
+            else:
+                set_state(ConnectionTestState.QUEUED)
+                outcome = await self._dispatch(inp, slot.plan)
         except ActivityError as exc:
             # Only taking the slot gets here: it refuses a test that ended meanwhile or is not this
             # workflow's, and gives up when the API stays unreachable.
@@ -81,8 +86,9 @@ class ConnectionTestWorkflow:
             )
         return outcome
 
-    async def _slot(self, inp: ConnectionTestInput) -> DispatchPlan:
-        """Wait for a slot under the global cap; the database hands them out, in submission order."""
+    async def _slot(self, inp: ConnectionTestInput) -> SlotDecision:
+        """Wait for a slot under the global cap (the database hands them out, in submission order), or
+        learn that the test ended meanwhile."""
         while True:
             self._nudged = False
             decision = await workflow.execute_local_activity(
@@ -92,10 +98,8 @@ class ConnectionTestWorkflow:
                 schedule_to_close_timeout=timedelta(seconds=inp.record_timeout),
                 retry_policy=api_retry(),
             )
-            if decision.plan is not None:
-                return decision.plan
-            if decision.ended is not None:
-                raise ApplicationError(decision.ended, non_retryable=True)
+            if decision.plan is not None or decision.ended is not None:
+                return decision
             show(ConnectionTestState.PENDING, "waiting for a slot under the global cap on running tests")
             try:
                 await workflow.wait_condition(lambda: self._nudged, timeout=SLOT_RECHECK)

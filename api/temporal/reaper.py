@@ -33,7 +33,7 @@ from airlock.protocol import (
     connection_test_workflow_id,
     trigger_id_of,
 )
-from airlock.states import TriggerState
+from airlock.states import ConnectionTestState, TriggerState
 from airlock.summaries import shorten
 from airlock.workloads import ConnectionTestOutcome
 from api.core.config import Settings
@@ -77,12 +77,17 @@ class ConnectionTestReaper:
         """End tests untouched for ``older_than`` seconds whose workflow is no longer running."""
         age = MIN_AGE_SECONDS if older_than is None else older_than
         async with self._sessions() as session:
-            stale = [(t.id, t.queue, t.worker) for t in await connection_tests.stale_active(session, age)]
+            stale = [
+                (t.id, t.queue, t.worker, t.state) for t in await connection_tests.stale_active(session, age)
+            ]
         reaped = 0
-        for test_id, queue, worker in stale:
+        for test_id, queue, worker, state in stale:
             with work_bound(test_id=test_id, queue=queue, worker=worker):
                 verdict = await self._verdict(test_id)
                 if verdict is None:
+                    if state == ConnectionTestState.QUEUED:
+                        # Granted a slot a while ago: in case the nudge was lost, its workflow asks again.
+                        wake_slot_holders(self._client, [test_id])
                     continue
                 cap = self._settings.max_connection_test_concurrency
                 async with self._sessions.begin() as session:
