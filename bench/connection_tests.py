@@ -24,7 +24,7 @@ It measures four figures:
   server (``bench/floor.py``: a no-op "control" activity, a "test" activity on another task queue that
   opens a TCP connection to the same target, a no-op "control" activity), run by in-process
   temporalio Workers with the default data converter, started by a Temporal client and awaited with
-  ``handle.result()``: no API, no database, no slot semaphore, no child process, no payload codec.
+  ``handle.result()``: no API, no database, no global cap, no child process, no payload codec.
 
 The table gives each figure and the ratio Airlock / floor. Nothing is asserted: the numbers depend on
 the machine, and they are printed with its core count and Python version.

@@ -1,6 +1,6 @@
 """The floor for the connection-test benchmark: a bare Temporal workflow of the same shape as
 ``ConnectionTestWorkflow`` (control activity, test activity on another task queue, control activity),
-with no API, no database, no child process, no payload codec and no slot semaphore.
+with no API, no database, no child process, no payload codec and no global cap.
 
 Kept in its own module so that the workflow sandbox can re-import it (a class defined in ``__main__``
 cannot be).

@@ -81,8 +81,8 @@ class ControlActivities:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     box: SecretBox
-    # Tells waiting tests they were granted a slot (None in tests that run no workflows).
-    client: Client | None = None
+    # Nudges the tests granted a slot to ask for it again.
+    client: Client | None
 
     def _check(self, test_id: str, grant: str) -> None:
         check_caller(self.settings, connection_test_workflow_id(test_id), CONNECTION_TEST_WORKFLOW, grant)
