@@ -68,7 +68,7 @@ async def test_slots_go_in_submission_order_and_never_past_the_cap(database_url:
         async def states() -> dict[str, str]:
             async with sessions() as session:
                 rows = await session.execute(select(ConnectionTest.id, ConnectionTest.state))
-                return {test_id: state for test_id, state in rows.tuples()}
+                return {test_id: state for test_id, state in rows}
 
         # Every test asks at once: the three oldest get a slot, each exactly once.
         granted = [g for each in await asyncio.gather(*(take(t) for t in reversed(ids))) for g in each]
