@@ -5,6 +5,8 @@ downgrade and upgrade again both work. On SQLite, PostgreSQL and MariaDB."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -59,13 +61,22 @@ def _seed_at_0003(engine: sa.Engine) -> None:
             conn.execute(sa.insert(log).values(trigger_id="t1", logged_at=NOW, level="INFO", message=f"{n}"))
 
 
-@ALL_DATABASES
-def test_0004_upgrades_a_database_with_rows_and_downgrades(database_url: str) -> None:
+@contextmanager
+def _seeded_at_0003_then_upgraded(database_url: str) -> Iterator[sa.Engine]:
+    """A database with rows written at 0003, then upgraded to head: its engine."""
     upgrade(database_url, "0003")
     engine = sa.create_engine(sync_url(database_url))
     try:
         _seed_at_0003(engine)
         upgrade(database_url)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@ALL_DATABASES
+def test_0004_upgrades_a_database_with_rows_and_downgrades(database_url: str) -> None:
+    with _seeded_at_0003_then_upgraded(database_url) as engine:
         with engine.connect() as conn:
             revision = conn.execute(sa.text("select revision from connection")).scalar_one()
             started_from = dict(
@@ -89,8 +100,6 @@ def test_0004_upgrades_a_database_with_rows_and_downgrades(database_url: str) ->
         upgrade(database_url)
         with engine.connect() as conn:
             assert not compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    finally:
-        engine.dispose()
 
 
 @ALL_DATABASES
@@ -140,19 +149,13 @@ def test_0005_leaves_existing_rows_unclaimed_and_allowed_nothing(database_url: s
 def test_0006_adds_the_slot_lock_row_and_the_schema_matches_the_models(database_url: str) -> None:
     """Tests in flight keep their states (a queued or running one holds a slot under the new cap); the
     lock row the grants take turns on exists once; the downgrade drops it."""
-    upgrade(database_url, "0003")
-    engine = sa.create_engine(sync_url(database_url))
-    try:
-        _seed_at_0003(engine)
-        upgrade(database_url)
+    with _seeded_at_0003_then_upgraded(database_url) as engine:
         with engine.connect() as conn:
             assert conn.execute(sa.text("select id from connection_test_slot_lock")).scalars().all() == [1]
-            states = dict(conn.execute(sa.text("select id, state from connection_test")).tuples().all())
+            states = dict(conn.execute(sa.text("select id, state from connection_test")).all())
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert states == {"done": "success", "in-flight": "running"}, states
         assert not diff, diff
         command.downgrade(alembic_config(database_url), "0005")
         with engine.connect() as conn:
             assert "connection_test_slot_lock" not in sa.inspect(conn).get_table_names()
-    finally:
-        engine.dispose()
