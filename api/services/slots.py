@@ -8,8 +8,9 @@ exactly as the API shows it. Every transaction that hands out or frees a slot lo
 and no two of them count the same free slot.
 
 Whoever frees a slot grants it at once to the next tests; their workflows are then told to ask again
-(``SLOT_GRANTED_SIGNAL``, sent after the commit by the caller). A lost signal only delays a test: its
-workflow asks again on its own every ``SLOT_RECHECK_SECONDS``.
+(``SLOT_GRANTED_SIGNAL``, sent after the commit by the caller). A lost signal only delays a test: the
+reaper nudges a test left ``queued`` with its workflow waiting, and the workflow asks again on its own
+every ``SLOT_RECHECK`` (workflows/connection_test.py).
 """
 
 from __future__ import annotations
