@@ -79,6 +79,24 @@ class TriggerClaim(StrictModel):
     triggerer: Text | None = Field(None, max_length=500)
 
 
+# Trigger ids one "held" check carries; a triggerer running more sends several.
+MAX_HELD_TRIGGERS = 10_000
+
+
+class HeldTriggers(StrictModel):
+    """The triggers a triggerer's job runs now, sent every job heartbeat interval."""
+
+    job_id: Text = Field(max_length=36)
+    trigger_ids: list[Text] = Field(max_length=MAX_HELD_TRIGGERS)
+
+
+class TriggersToStop(BaseModel):
+    """Those of the held triggers the triggerer must stop: ended (cancelled, say), claimed since by
+    another job, or gone. It asks Temporal about each at once, whose answer cancels the run."""
+
+    trigger_ids: list[str]
+
+
 class TriggerWorkload(BaseModel):
     """What a triggerer needs to run a trigger: its class, its decrypted kwargs, its deadline, and a
     token for this trigger and this triggerer (events, failures, logs, named connections) that dies
@@ -145,6 +163,39 @@ class TriggerLogBatch(StrictModel):
     job_id: Text | None = Field(None, max_length=36)
     triggerer: Text | None = Field(None, max_length=500)
     lines: list[LogLine] = Field(max_length=MAX_LOG_LINES)
+
+
+# Events one batch carries; a triggerer whose triggers fire together sends several batches.
+MAX_BATCH_EVENTS = 500
+
+
+class TriggerEventItem(TriggerEventBody):
+    """One trigger's event, with the log lines it wrote since its last shipment (a fired trigger's log
+    is complete when its event lands)."""
+
+    trigger_id: Text = Field(max_length=36)
+    lines: list[LogLine] = Field(default_factory=list, max_length=MAX_LOG_LINES)
+
+
+class TriggerEventBatch(StrictModel):
+    """Events of triggers one triggerer holds, posted with its own credential in one request."""
+
+    job_id: Text | None = Field(None, max_length=36)
+    triggerer: Text | None = Field(None, max_length=500)
+    events: list[TriggerEventItem] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class TriggerEventOutcome(BaseModel):
+    """What became of one event: the status its own ``POST /triggers/{id}/event`` would have answered
+    (204 applied or a repeat, 403 held by another, 404 unknown, 409 the trigger ended otherwise)."""
+
+    trigger_id: str
+    status_code: int
+    detail: str | None = None
+
+
+class TriggerEventOutcomes(BaseModel):
+    outcomes: list[TriggerEventOutcome]
 
 
 class TriggerSpec(StrictModel):

@@ -24,6 +24,8 @@ API_REJECTED_ERROR = "ExecutionAPIRejected"  # a 4xx: retrying will not help
 API_UNAVAILABLE_ERROR = "ExecutionAPIUnavailable"  # a 5xx or no answer: Temporal retries
 TRIGGER_FAILED_ERROR = "TriggerFailed"  # the trigger itself raised
 TRIGGER_NOT_ALLOWED_ERROR = "TriggerNotAllowed"  # outside the triggerer's allowlist
+# How the API fails the run of a triggerer whose job went silent, so Temporal retries it on another.
+TRIGGERER_LOST_ERROR = "TriggererLost"
 CONTROL_REFUSED_ERROR = "ControlCallRefused"  # a control activity called by a workflow not owning the row
 # How a connection-test workflow fails when its test failed (the UI's Failed filter finds it): the
 # outcome rides in the error's details, encrypted like every payload.

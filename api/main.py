@@ -32,6 +32,7 @@ from api.services.workers import WorkerTLSFiles
 from api.temporal.background import drain
 from api.temporal.client import connect, ensure_search_attributes
 from api.temporal.control import ControlActivities, TriggerControlActivities, control_worker
+from api.temporal.handover import TriggerHandover
 from api.temporal.reaper import ConnectionTestReaper, TriggerReaper, reap_forever
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reapers = (
                 ConnectionTestReaper(runtime.temporal, settings, runtime.sessions, runtime.box),
                 TriggerReaper(runtime.temporal, settings, runtime.sessions),
+                TriggerHandover(runtime.temporal, settings, runtime.sessions),
             )
             background += [asyncio.create_task(reaper.run_forever()) for reaper in reapers]
         if settings.retention_days or settings.trigger_log_retention_days:

@@ -20,11 +20,12 @@ It measures three things:
   trigger's ``finished_at`` (the same transaction moves the task instance); the RSS and CPU of the API
   process (this process: it hosts the workflows' worker) and of the triggerer while the timers wait.
 * (b) N file triggers running at once on the one triggerer (``FileTrigger``, N distinct paths, poll
-  interval 1 s): once all N are ``running`` and claimed by the triggerer, its RSS and CPU (from
-  ``/proc/<pid>/stat`` over 10 s) and the CPU of the API process and of the Temporal server while they
-  wait; then all N files are created in one sweep at F, and the latency from F to each task instance
-  resuming (trigger ``finished_at`` - F) is reported. A trigger that has not fired 120 s after the
-  sweep counts as never fired: infinitely late in the percentiles ("not fired" in the table).
+  interval 1 s): once all N are ``running`` and claimed by the triggerer and 20 s more have passed
+  (the claims' aftermath), its RSS and CPU (from ``/proc/<pid>/stat`` over 10 s) and the CPU of the
+  API process and of the Temporal server while they wait; then all N files are created in one sweep
+  at F, and the latency from F to each task instance resuming (trigger ``finished_at`` - F) is
+  reported. A trigger that has not fired 120 s after the sweep counts as never fired: infinitely late
+  in the percentiles ("not fired" in the table).
 * (c) the floor: N bare Temporal workflows (``bench/timer_floor.py``) that each sleep on a timer until
   M' and then run one no-op activity in place of "record the event", on the same dev server, run by
   an in-process temporalio Worker on its own task queue, started with at most 32 starts in flight.
@@ -84,6 +85,7 @@ from bench.connection_tests import (
 )
 from bench.timer_floor import TimerFloorWorkflow, timer_floor_record
 from tests.stack import ApiServer, Stack, stack_settings
+from worker.config import WorkerSettings
 
 FILE_TRIGGER = "activities.triggers.file.FileTrigger"
 POST_CONCURRENCY = 32
@@ -91,6 +93,7 @@ CALIBRATION = 64  # warm-up deferrals (TimeDeltaTrigger, 1 s) that also estimate
 MARGIN = 10.0  # seconds between the estimated end of creation and the moment the timers are due
 FILE_POLL_INTERVAL = 1.0
 CPU_WINDOW = 10.0  # seconds of /proc sampling
+SETTLE = 20.0  # seconds between the last claim and the sampling of waiting triggers
 COUNT_POLL_INTERVAL = 0.5
 WAIT_LIMIT = 300.0  # seconds; a safeguard against a hung stack, not a measurement
 FIRE_LIMIT = 120.0  # seconds for the file triggers to fire after the sweep; later ones count as missing
@@ -377,7 +380,9 @@ async def airlock_files(
     to_running = time.perf_counter() - started
     if running < n:
         print(f"  warning: the triggerer runs {running}/{n} triggers after {WAIT_LIMIT:.0f} s", flush=True)
-    await asyncio.sleep(3)  # let the claims' first polls and log shipping settle
+    # Waiting is what is measured: let the claims' aftermath settle first (the first polls and log
+    # shipments, and the Temporal server's history and visibility writes for a thousand activity starts).
+    await asyncio.sleep(SETTLE)
     triggerer_rss = procs["triggerer"].rss()
     cpu = await cpu_percent(procs, CPU_WINDOW)
 
@@ -579,7 +584,14 @@ async def bench(n: int, work_dir: Path) -> tuple[Timers, Files, Floor]:
             services.callback(stack.stop_workers)
             queue = f"bench-trig-{uuid.uuid4().hex[:8]}"
             triggerer = await stack.start_worker(
-                queue, name="triggerer", AIRLOCK_TRIGGERER="true", AIRLOCK_CAPACITY=str(max(1000, n))
+                queue,
+                name="triggerer",
+                AIRLOCK_TRIGGERER="true",
+                AIRLOCK_CAPACITY=str(max(1000, n)),
+                # The product's default (the test stack's workers beat every second).
+                AIRLOCK_JOB_HEARTBEAT_INTERVAL=str(
+                    WorkerSettings.model_fields["job_heartbeat_interval"].default
+                ),
             )
             procs = {"triggerer": Proc(triggerer.pid), "api": Proc(os.getpid(), tree=False)}
             procs["temporal"] = Proc(temporal.pid)

@@ -257,9 +257,11 @@ class Stack:
         triggerer = env.get("AIRLOCK_TRIGGERER", "").lower() == "true"
         process_env = worker_env(
             await self.provision(name, list(queues), triggerer=triggerer),
-            AIRLOCK_JOB_HEARTBEAT_INTERVAL="1",
-            AIRLOCK_EGRESS_ALLOW_LOOPBACK="true",  # every target of the suite listens on 127.0.0.1
-            **env,
+            **{
+                "AIRLOCK_JOB_HEARTBEAT_INTERVAL": "1",
+                "AIRLOCK_EGRESS_ALLOW_LOOPBACK": "true",  # every target of the suite listens on 127.0.0.1
+                **env,
+            },
         )
         log_path = self.log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
         with open(log_path, "wb") as log:

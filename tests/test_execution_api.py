@@ -52,6 +52,8 @@ def _routes(version: str) -> list[tuple[str, str]]:
 ROUTES = {
     "/connection-tests/{test_id}/claim": "worker",
     "/triggers/{trigger_id}/workload": "triggerer",
+    "/triggers/held": "triggerer",
+    "/triggers/events": "triggerer",
 }
 FAMILIES = {
     "/connection-tests/": "connection-test",
@@ -67,6 +69,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/connection-tests/{test_id}/claim"): {"worker": "w", "job_id": None},
     ("POST", "/jobs"): {"hostname": "h", "queues": ["q"]},
     ("POST", "/triggers/{trigger_id}/workload"): {"triggerer": "t"},
+    # Ids in braces are the seeded rows' (filled in at run time).
+    ("POST", "/triggers/held"): {"job_id": "{job_id}", "trigger_ids": ["{trigger_id}"]},
+    ("POST", "/triggers/events"): {"events": [{"trigger_id": "{trigger_id}", "payload": "{}"}]},
     ("POST", "/triggers/{trigger_id}/event"): {"payload": "{}"},
     ("POST", "/triggers/{trigger_id}/failure"): {"error": "boom"},
     ("POST", "/triggers/{trigger_id}/logs"): {
@@ -82,6 +87,20 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "next_method": "resume",
     },
 }
+
+
+def _with_ids(body: dict[str, Any], ids: dict[str, str]) -> Any:
+    text = json.dumps(body)
+    for name, value in ids.items():
+        text = text.replace("{" + name + "}", value)
+    return json.loads(text)
+
+
+def _refused(response: httpx.Response, expected: int) -> bool:
+    """Refused with ``expected``; a batch of events answers each event, and every one is refused so."""
+    if response.status_code == 200 and "outcomes" in (body := response.json()):
+        return all(outcome["status_code"] == expected for outcome in body["outcomes"])
+    return response.status_code == expected
 
 
 def _family(path: str) -> str:
@@ -245,11 +264,10 @@ async def test_every_route_rejects_bad_credentials(make_stack) -> None:
                     headers = {EXECUTION_API_VERSION_HEADER: version}
                     if authorization:
                         headers["Authorization"] = authorization
-                    response = await client.request(
-                        method, url, headers=headers, json=BODIES.get((method, path), {})
-                    )
+                    body = _with_ids(BODIES.get((method, path), {}), ids)
+                    response = await client.request(method, url, headers=headers, json=body)
                     tried[(version, method, path)] += 1
-                    if response.status_code != expected:
+                    if not _refused(response, expected):
                         unexpected.append(f"{version} {method} {path} [{name}]: {response.status_code}")
     routes = {(v, m, p) for v in EXECUTION_API_VERSIONS for m, p in _routes(v)}
     assert set(tried) == routes, "a route of the table was not tried"
@@ -335,6 +353,130 @@ async def test_jobs_belong_to_their_worker(stack) -> None:
         assert (await client.post(f"/jobs/{job}/heartbeat", headers=b)).status_code == 403
         assert (await client.post(f"/jobs/{job}/complete", headers=a)).status_code == 204
         assert (await client.post(f"/jobs/{job}/heartbeat", headers=a)).status_code == 409
+
+
+@dataclass
+class Holders:
+    """Two triggerers of one queue, each with a job, and triggers claimed by hand (nothing polls the
+    queue): ``mine`` holds ``held[:-1]``, ``other`` holds ``held[-1]``."""
+
+    queue: str
+    auth: dict[str, dict[str, str]]
+    jobs: dict[str, str]
+    held: list[str]
+    task_instances: dict[str, str]  # trigger id -> the task instance deferring on it
+
+
+async def _holders(stack: Stack, client: httpx.AsyncClient, admin: httpx.AsyncClient, n: int) -> Holders:
+    queue = unique("held")
+    auth, jobs = {}, {}
+    for name in ("mine", "other"):
+        token = (await stack.provision(name, [queue], triggerer=True))["AIRLOCK_WORKER_TOKEN"]
+        auth[name] = {"Authorization": f"Bearer {token}"}
+        job = await client.post(
+            "/jobs", headers=auth[name], json={"kind": "triggerer", "hostname": name, "queues": [queue]}
+        )
+        assert job.status_code == 201, job.text
+        jobs[name] = job.json()["id"]
+    held, task_instances = [], {}
+    for i in range(n):
+        created = await admin.post(
+            "/api/v2/task-instances",
+            json={
+                "dag_id": "d",
+                "run_id": unique("run"),
+                "task_id": "t",
+                "defer": {
+                    "classpath": "activities.triggers.file.FileTrigger",
+                    "kwargs": {"filepath": "/nonexistent"},
+                    "queue": queue,
+                    "next_method": "resume",
+                },
+            },
+        )
+        assert created.status_code == 201, created.text
+        trigger_id = created.json()["trigger_id"]
+        name = "other" if i == n - 1 else "mine"
+        claim = await client.post(
+            f"/triggers/{trigger_id}/workload",
+            headers=auth[name],
+            json={"job_id": jobs[name], "triggerer": name},
+        )
+        assert claim.status_code == 200, claim.text
+        held.append(trigger_id)
+        task_instances[trigger_id] = created.json()["id"]
+    return Holders(queue, auth, jobs, held, task_instances)
+
+
+def _execution_client(stack: Stack) -> httpx.AsyncClient:
+    headers = {EXECUTION_API_VERSION_HEADER: EXECUTION_API_VERSIONS[-1]}
+    return httpx.AsyncClient(base_url=stack.api.url + "/execution", headers=headers)
+
+
+async def test_triggerer_is_told_which_of_its_triggers_to_stop(stack) -> None:
+    """``POST /triggers/held``: of what a triggerer's job runs, those cancelled, claimed since by another
+    job or gone are to stop; its own running ones are not; another worker's job is refused."""
+    async with stack.client() as admin, _execution_client(stack) as client:
+        h = await _holders(stack, client, admin, 3)
+        kept, cancelled, moved = h.held
+        assert (await admin.delete(f"/api/v2/triggers/{cancelled}")).status_code == 200
+        held = {"job_id": h.jobs["mine"], "trigger_ids": [kept, cancelled, moved, "no-such-trigger"]}
+        answer = await client.post("/triggers/held", headers=h.auth["mine"], json=held)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"trigger_ids": [cancelled, moved, "no-such-trigger"]}
+        # A job is its worker's own: another triggerer cannot ask for it, nor a missing job be asked for.
+        assert (await client.post("/triggers/held", headers=h.auth["other"], json=held)).status_code == 403
+        missing = {**held, "job_id": "no-such-job"}
+        assert (await client.post("/triggers/held", headers=h.auth["mine"], json=missing)).status_code == 404
+
+
+async def test_batched_events_each_get_their_own_answer(stack) -> None:
+    """``POST /triggers/events``: each event is answered as its own request would be, with its log
+    lines stored before it; a refused one writes nothing, a repeat changes nothing."""
+    async with stack.client() as admin, _execution_client(stack) as client:
+        h = await _holders(stack, client, admin, 4)
+        fires, repeats, ended, elsewhere = h.held
+        assert (await admin.delete(f"/api/v2/triggers/{ended}")).status_code == 200
+
+        def event(trigger_id: str, message: str) -> dict[str, Any]:
+            line = {"timestamp": "2026-01-01T00:00:00Z", "level": "INFO", "message": message}
+            return {"trigger_id": trigger_id, "payload": json.dumps({"by": message}), "lines": [line]}
+
+        batch = {
+            "job_id": h.jobs["mine"],
+            "triggerer": "mine",
+            "events": [
+                event(fires, "first"),
+                event(repeats, "first"),
+                event(repeats, "second"),
+                event(ended, "late"),
+                event(elsewhere, "not mine"),
+                event("no-such-trigger", "unknown"),
+            ],
+        }
+        answer = await client.post("/triggers/events", headers=h.auth["mine"], json=batch)
+        assert answer.status_code == 200, answer.text
+        statuses = [(o["trigger_id"], o["status_code"]) for o in answer.json()["outcomes"]]
+        assert statuses == [
+            (fires, 204),
+            (repeats, 204),
+            (repeats, 204),
+            (ended, 409),
+            (elsewhere, 403),
+            ("no-such-trigger", 404),
+        ]
+        rows = {t: (await admin.get(f"/api/v2/triggers/{t}")).json() for t in h.held}
+        logs = {
+            t: [line["message"] for line in (await admin.get(f"/api/v2/triggers/{t}/logs")).json()["lines"]]
+            for t in h.held
+        }
+        resumed = (await admin.get(f"/api/v2/task-instances/{h.task_instances[fires]}")).json()
+    assert rows[fires]["state"] == rows[repeats]["state"] == "fired"
+    assert json.loads(rows[repeats]["event_payload"]) == {"by": "first"}, "the first event wins"
+    assert logs[fires] == logs[repeats] == ["first"]
+    assert rows[ended]["state"] == "cancelled" and logs[ended] == []
+    assert rows[elsewhere]["state"] == "running" and logs[elsewhere] == []
+    assert resumed["state"] == "scheduled" and json.loads(resumed["next_kwargs"])["event"] == {"by": "first"}
 
 
 def test_execution_routes_all_authenticate() -> None:

@@ -295,6 +295,48 @@ async def test_event_due_while_api_down_lands_when_it_returns(make_stack, tmp_pa
     assert final["state"] == "scheduled" and final["next_kwargs"].count('"event"') == 1
 
 
+async def _run_attempts(temporal: Client, trigger_ids: list[str]) -> list[int]:
+    """The attempt of each trigger's run, as Temporal counts it (a handover makes a new one)."""
+    attempts = []
+    for trigger_id in trigger_ids:
+        description = await temporal.get_workflow_handle(f"trigger-{trigger_id}").describe()
+        [run] = description.raw_description.pending_activities
+        attempts.append(run.attempt)
+    return attempts
+
+
+async def test_triggers_stay_on_their_triggerer_after_the_api_was_away(make_stack, tmp_path: Path) -> None:
+    """A triggerer's liveness is its job's heartbeat to the API: an API away for longer than the
+    heartbeat timeout must not take its return for the triggerer's death and move every trigger."""
+    stack = await make_stack(trigger_heartbeat_timeout=2)
+    queue = await start_triggerer(stack)
+    flags = [tmp_path / f"flag-{n}" for n in range(3)]
+    async with stack.client() as client:
+        tis = [
+            await defer(client, FILE_TRIGGER, {"filepath": str(f), "poll_interval": 0.2}, queue=queue)
+            for f in flags
+        ]
+        trigger_ids = [ti["trigger_id"] for ti in tis]
+        for _ in range(100):
+            rows = [(await client.get(f"/api/v2/triggers/{t}")).json() for t in trigger_ids]
+            if all(row["state"] == "running" for row in rows):
+                break
+            await asyncio.sleep(0.1)
+    temporal = await Client.connect(stack.temporal_address)
+    assert await _run_attempts(temporal, trigger_ids) == [1, 1, 1]
+    await stack.api.stop()
+    await asyncio.sleep(5)
+    await stack.api.start()
+    # Past a heartbeat timeout after its return, and passes later: the triggerer beat again meanwhile.
+    await asyncio.sleep(2 + 2)
+    assert await _run_attempts(temporal, trigger_ids) == [1, 1, 1], "no trigger was handed over"
+    for flag in flags:
+        flag.write_text("go")
+    async with stack.client() as client:
+        for ti in tis:
+            assert (await wait_trigger(client, ti["trigger_id"]))["state"] == "fired"
+
+
 async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_stack) -> None:
     from sqlalchemy import create_engine, text
 

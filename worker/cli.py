@@ -30,6 +30,7 @@ def worker(
     """Run a worker serving one or more task queues, with this host's provisioned credential
     (AIRLOCK_WORKER_TOKEN and the rest of what `airlock workers add` gives, or --env-file)."""
     import asyncio
+    import contextlib
 
     from airlock.cli.common import load_settings
     from worker.config import WorkerSettings
@@ -43,7 +44,12 @@ def worker(
             updates["queues"] = ["triggers"]
     if capacity is not None:
         updates["capacity"] = capacity
-    asyncio.run(run_worker(WorkerSettings.model_validate({**settings.model_dump(), **updates})))
+    run = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop  # the worker extra's, as uvicorn runs the API on it
+
+        run = uvloop.run
+    run(run_worker(WorkerSettings.model_validate({**settings.model_dump(), **updates})))
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)

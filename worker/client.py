@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -22,18 +22,23 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_
 from airlock.connection import ConnectionFields
 from airlock.errors import error_detail
 from airlock.execution import (
+    MAX_HELD_TRIGGERS,
     ConnectionTestClaim,
     ConnectionTestClaimed,
     ConnectionTestConnection,
     ConnectionTestStatePatch,
     Deferred,
+    HeldTriggers,
     JobRegistered,
     JobRegistration,
     TaskInstanceDefer,
     TriggerClaim,
+    TriggerEventBatch,
     TriggerEventBody,
+    TriggerEventOutcomes,
     TriggerFailureBody,
     TriggerLogBatch,
+    TriggersToStop,
     TriggerWorkload,
 )
 from airlock.tls import describe_tls_error
@@ -201,6 +206,19 @@ class Jobs(_Resource):
 class Triggers(_Resource):
     async def claim(self, trigger_id: str, claim: TriggerClaim) -> TriggerWorkload:
         return await self._client.fetch(TriggerWorkload, "POST", f"/triggers/{trigger_id}/workload", claim)
+
+    async def to_stop(self, job_id: str, trigger_ids: Sequence[str]) -> list[str]:
+        """Of the triggers this job runs, those it must stop."""
+        stop: list[str] = []
+        for start in range(0, len(trigger_ids), MAX_HELD_TRIGGERS):
+            chunk = list(trigger_ids[start : start + MAX_HELD_TRIGGERS])
+            held = HeldTriggers(job_id=job_id, trigger_ids=chunk)
+            stop += (await self._client.fetch(TriggersToStop, "POST", "/triggers/held", held)).trigger_ids
+        return stop
+
+    async def post_events(self, batch: TriggerEventBatch) -> TriggerEventOutcomes:
+        """Several held triggers' events at once, each answered with its own status."""
+        return await self._client.fetch(TriggerEventOutcomes, "POST", "/triggers/events", batch)
 
     async def post_event(self, trigger_id: str, event: TriggerEventBody) -> None:
         await self._client.request("POST", f"/triggers/{trigger_id}/event", event)

@@ -94,9 +94,12 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         role.on_registered(job_id)
         log.info("worker started", kind=role.kind, job_id=job_id, queues=settings.queues)
         runs = [asyncio.create_task(w.run()) for w in workers]
+        beside = asyncio.create_task(role.background()) if role.background is not None else None
         try:
             await stop.wait()
         finally:
+            if beside is not None:
+                beside.cancel()
             # Together: each may wait its graceful timeout for the work in flight.
             await asyncio.gather(*(w.shutdown() for w in workers))
             for run in runs:

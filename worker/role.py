@@ -4,7 +4,7 @@ below knows nothing of the activities it hosts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,8 @@ class Role:
     on_registered: Callable[[str], None] = lambda _job_id: None
     # Announced as the job's capacity (triggerers only).
     announce_capacity: bool = False
+    # Runs beside the activities once the job is registered, until the worker stops.
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None
 
 
 class RoleFactory(Protocol):

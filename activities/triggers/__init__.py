@@ -15,7 +15,7 @@ import inspect
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from airlock.plugins import is_allowed
 from airlock.sdk import triggers as sdk
@@ -30,6 +30,10 @@ _CLASSPATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 # queries stuck on a slow database, or globs on a hung mount, then delay only polls of their kind,
 # never another kind's nor anything else on the triggerer that uses asyncio.to_thread.
 POOL_SIZES = {"file": 4, "sql": 8}
+# Calls of one kind made in the same turn of the event loop go to a thread together, this many at a
+# time: a hand-off to a thread costs far more than a glob, so a thousand file triggers polling on the
+# same tick cost twenty hand-offs, not a thousand. Queries are slow: each takes a thread of its own.
+CALLS_PER_HANDOFF = {"file": 50, "sql": 1}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -76,9 +80,46 @@ def _pool(kind: str) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=POOL_SIZES[kind], thread_name_prefix=f"airlock-{kind}-trigger")
 
 
+_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_waiting: dict[str, list[_Call]] = {}
+
+
 async def run_blocking(kind: str, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run a blocking call in the bounded pool of one kind of trigger (a key of :data:`POOL_SIZES`)."""
     loop = asyncio.get_running_loop()
     # As asyncio.to_thread does: the call sees the trigger's context (its log scrubbing, say).
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-    return await loop.run_in_executor(_pool(kind), call)
+    done: asyncio.Future[R] = loop.create_future()
+    if kind not in _waiting:
+        _waiting[kind] = []
+        loop.call_soon(_hand_off, loop, kind)
+    _waiting[kind].append((call, done))
+    return await done
+
+
+def _hand_off(loop: asyncio.AbstractEventLoop, kind: str) -> None:
+    calls = _waiting.pop(kind)
+    step = CALLS_PER_HANDOFF[kind]
+    for start in range(0, len(calls), step):
+        _pool(kind).submit(_run_calls, loop, calls[start : start + step])
+
+
+def _run_calls(loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
+    outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    for call, done in calls:
+        try:
+            outcomes.append((done, call(), None))
+        except BaseException as exc:  # handed back to the caller, as run_in_executor does
+            outcomes.append((done, None, exc))
+    loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for done, result, error in outcomes:
+        # A poll whose trigger was cancelled meanwhile has nobody waiting.
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)

@@ -133,7 +133,9 @@ class BaseTrigger(ABC):
 class PollingTrigger(BaseTrigger):
     """A trigger that checks a condition every ``poll_interval`` seconds until :meth:`poll` returns an event.
 
-    The first check happens at once; the trigger ends after yielding its one event.
+    The first check happens at once, the next ones on the triggerer's ticks of ``poll_interval``
+    (multiples of it on the event loop's clock): triggers of one interval poll together, so that a
+    triggerer wakes once per tick, not once per trigger. The trigger ends after yielding its one event.
     """
 
     def __init__(self, *, poll_interval: float = DEFAULT_POLL_INTERVAL, **kwargs: Any) -> None:
@@ -152,7 +154,8 @@ class PollingTrigger(BaseTrigger):
             if event is not None:
                 yield event
                 return
-            await asyncio.sleep(self.poll_interval)
+            now = asyncio.get_running_loop().time()
+            await asyncio.sleep(self.poll_interval - now % self.poll_interval)
 
 
 def positive_seconds(name: str, value: Any) -> float:

@@ -82,8 +82,12 @@ class Settings(TemporalSettings):
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     default_trigger_queue: str = "triggers"
-    # A triggerer silent this long is presumed dead: its triggers move to another triggerer.
+    # A triggerer whose job is silent this long is presumed dead: its triggers move to another one.
     trigger_heartbeat_timeout: float = Field(default=15, gt=0)
+    # Temporal's own heartbeat timeout on a trigger's run, which its triggerer heartbeats every third
+    # of it: the handover when the API cannot make it (down, say). Each heartbeat costs Temporal a
+    # write, so a thousand waiting triggers at the old 15 s cost a core.
+    trigger_run_heartbeat_timeout: float = Field(default=600, gt=0)
     # Reaper period: a trigger whose workflow closed without ending it is failed within this.
     trigger_reaper_interval: float = Field(default=30, gt=0)
     # Triggers not yet ended (scheduled or running) in one queue: past it, a 429.

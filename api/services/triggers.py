@@ -10,19 +10,27 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock import triggers as builtin
-from airlock.execution import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
+from airlock.execution import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, TriggerEventItem
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST, is_allowed
 from airlock.protocol import EVENT_KWARG, FAIL_METHOD
 from airlock.states import TERMINAL_EVENT_STATES, TaskInstanceState, TriggerState
 from airlock.timers import due_moment
 from airlock.validation import QUEUE_PATTERN
 from api.core.crypto import SecretBox
-from api.db.models import TaskInstance, Trigger, TriggerLog, WorkerCredential, utcnow
-from api.services.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
+from api.db.models import Job, TaskInstance, Trigger, TriggerLog, WorkerCredential, utcnow
+from api.services import jobs
+from api.services.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    TooManyRequests,
+    Unprocessable,
+)
 
 ACTIVE_TRIGGER_STATES = (TriggerState.SCHEDULED.value, TriggerState.RUNNING.value)
 MAX_FAILURE_CHARS = MAX_ERROR_CHARS + 1 + MAX_TRACEBACK_CHARS
@@ -145,6 +153,35 @@ async def claim(
     return trigger
 
 
+async def still_held(
+    session: AsyncSession, trigger_ids: Sequence[str], *, job_id: str, credential: str
+) -> set[str]:
+    """Of ``trigger_ids``, those still running under this job and this worker credential."""
+    rows = await session.scalars(
+        select(Trigger.id).where(
+            Trigger.id.in_(trigger_ids),
+            Trigger.state == TriggerState.RUNNING,
+            Trigger.job_id == job_id,
+            Trigger.credential == credential,
+        )
+    )
+    return set(rows)
+
+
+async def orphaned(session: AsyncSession, silent_for: float) -> list[Trigger]:
+    """Running triggers whose triggerer's job has been silent for ``silent_for`` seconds, or ended."""
+    cutoff = utcnow() - timedelta(seconds=silent_for)
+    rows = await session.scalars(
+        select(Trigger)
+        .join(Job, Job.id == Trigger.job_id)
+        .where(
+            Trigger.state == TriggerState.RUNNING,
+            or_(Job.state != jobs.RUNNING, Job.latest_heartbeat < cutoff),
+        )
+    )
+    return list(rows)
+
+
 def check_active(trigger: Trigger) -> None:
     if TriggerState(trigger.state).is_terminal:
         raise Conflict(f"trigger {trigger.id} has ended ({trigger.state})")
@@ -157,24 +194,80 @@ async def record_event(session: AsyncSession, trigger_id: str, *, event_type: st
         return False
     if TriggerState(trigger.state).is_terminal:
         raise Conflict(f"trigger {trigger_id} already ended ({trigger.state})")
+    _fire(trigger, await _task_instance(session, trigger), event_type, payload)
+    await session.flush()
+    return True
+
+
+async def record_events(
+    session: AsyncSession,
+    events: Sequence[TriggerEventItem],
+    *,
+    credential: str,
+    job_id: str | None,
+    triggerer: str | None,
+    keep: int,
+) -> list[ServiceError | None]:
+    """Events of triggers one triggerer's ``credential`` holds, each after its last log lines, judged
+    one by one as ``POST /triggers/{id}/event`` judges one: None when applied or a repeat (the first
+    event wins), else why not; a refused event writes nothing. Two queries load and lock every trigger
+    and task instance involved, in id order (as concurrent batches must), and one flush writes them."""
+    trigger_ids = sorted({event.trigger_id for event in events})
+    locked = select(Trigger).where(Trigger.id.in_(trigger_ids)).order_by(Trigger.id).with_for_update()
+    rows = {trigger.id: trigger for trigger in await session.scalars(locked)}
+    ti_ids = sorted({t.task_instance_id for t in rows.values() if t.task_instance_id is not None})
+    waiting = select(TaskInstance).where(TaskInstance.id.in_(ti_ids)).order_by(TaskInstance.id)
+    tis = {ti.id: ti for ti in await session.scalars(waiting.with_for_update())} if ti_ids else {}
+    outcomes: list[ServiceError | None] = []
+    chatty: set[str] = set()
+    for event in events:
+        trigger = rows.get(event.trigger_id)
+        try:
+            if trigger is None:
+                raise NotFound(f"trigger {event.trigger_id} not found")
+            if trigger.credential != credential:
+                raise Forbidden(f"trigger {trigger.id} is held by another worker")
+            if trigger.state != TriggerState.FIRED:
+                check_active(trigger)
+        except ServiceError as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append(None)
+        if trigger.state == TriggerState.FIRED:
+            continue
+        session.add_all(_log_rows(trigger, event.lines, job_id=job_id, triggerer=triggerer))
+        if trigger.log_lines > keep:
+            chatty.add(trigger.id)
+        ti = tis.get(trigger.task_instance_id or "")
+        _fire(
+            trigger,
+            ti if ti is not None and _waits_on(ti, trigger) else None,
+            event.event_type,
+            event.payload,
+        )
+    await session.flush()
+    for trigger_id in sorted(chatty):
+        await _trim_logs(session, trigger_id, keep)
+    return outcomes
+
+
+def _fire(trigger: Trigger, ti: TaskInstance | None, event_type: str, payload: str) -> None:
     trigger.state = TriggerState.FIRED
     trigger.event_type = event_type
     trigger.event_payload = payload
     trigger.finished_at = utcnow()
-    ti = await _task_instance(session, trigger)
-    if ti is not None:
-        terminal = TERMINAL_EVENT_STATES.get(event_type)
-        if terminal is not None:
-            ti.state = terminal
-            ti.next_method = None
-            ti.next_kwargs = None
-        else:
-            ti.state = TaskInstanceState.SCHEDULED
-            ti.next_kwargs = splice_event(ti.next_kwargs, payload)
-        ti.trigger_id = None
-        ti.trigger_timeout = None
-    await session.flush()
-    return True
+    if ti is None:
+        return
+    terminal = TERMINAL_EVENT_STATES.get(event_type)
+    if terminal is not None:
+        ti.state = terminal
+        ti.next_method = None
+        ti.next_kwargs = None
+    else:
+        ti.state = TaskInstanceState.SCHEDULED
+        ti.next_kwargs = splice_event(ti.next_kwargs, payload)
+    ti.trigger_id = None
+    ti.trigger_timeout = None
 
 
 async def end(
@@ -203,10 +296,12 @@ async def _task_instance(session: AsyncSession, trigger: Trigger) -> TaskInstanc
     if trigger.task_instance_id is None:
         return None
     ti = await session.get(TaskInstance, trigger.task_instance_id, with_for_update=True)
+    return ti if ti is not None and _waits_on(ti, trigger) else None
+
+
+def _waits_on(ti: TaskInstance, trigger: Trigger) -> bool:
     # Only the task instance still waiting on this trigger is resumed by it.
-    if ti is None or ti.trigger_id != trigger.id or ti.state != TaskInstanceState.DEFERRED:
-        return None
-    return ti
+    return ti.trigger_id == trigger.id and ti.state == TaskInstanceState.DEFERRED
 
 
 def json_text(value: dict[str, Any]) -> str:
@@ -234,9 +329,20 @@ async def add_logs(
     keeps its latest lines and cannot fill the database."""
     # Locked: batches of one trigger (from two triggerers, after a handover) count one after the other.
     trigger = await get(session, trigger_id, lock=True)
-    session.add_all(
+    session.add_all(_log_rows(trigger, lines, job_id=job_id, triggerer=triggerer))
+    await session.flush()
+    if trigger.log_lines > keep:
+        await _trim_logs(session, trigger_id, keep)
+
+
+def _log_rows(
+    trigger: Trigger, lines: Sequence[Any], *, job_id: str | None, triggerer: str | None
+) -> list[TriggerLog]:
+    """The rows of ``lines``, counted on the trigger."""
+    trigger.log_lines += len(lines)
+    return [
         TriggerLog(
-            trigger_id=trigger_id,
+            trigger_id=trigger.id,
             job_id=job_id,
             triggerer=triggerer,
             logged_at=line.timestamp,
@@ -244,21 +350,21 @@ async def add_logs(
             message=line.message,
         )
         for line in lines
+    ]
+
+
+async def _trim_logs(session: AsyncSession, trigger_id: str, keep: int) -> None:
+    newest_dropped = await session.scalar(
+        select(TriggerLog.id)
+        .where(TriggerLog.trigger_id == trigger_id)
+        .order_by(TriggerLog.id.desc())
+        .offset(keep)
+        .limit(1)
     )
-    trigger.log_lines += len(lines)
-    await session.flush()
-    if trigger.log_lines > keep:
-        newest_dropped = await session.scalar(
-            select(TriggerLog.id)
-            .where(TriggerLog.trigger_id == trigger_id)
-            .order_by(TriggerLog.id.desc())
-            .offset(keep)
-            .limit(1)
+    if newest_dropped is not None:
+        await session.execute(
+            delete(TriggerLog).where(TriggerLog.trigger_id == trigger_id, TriggerLog.id <= newest_dropped)
         )
-        if newest_dropped is not None:
-            await session.execute(
-                delete(TriggerLog).where(TriggerLog.trigger_id == trigger_id, TriggerLog.id <= newest_dropped)
-            )
 
 
 async def logs(

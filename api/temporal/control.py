@@ -150,7 +150,7 @@ class TriggerControlActivities:
                 log.info("trigger not dispatched: it ended already", state=trigger.state)
                 return None
         log.info("trigger dispatched to its queue", classpath=trigger.classpath)
-        return TriggerPlan(queue=trigger.queue, heartbeat_timeout=self.settings.trigger_heartbeat_timeout)
+        return TriggerPlan(queue=trigger.queue, heartbeat_timeout=self.settings.trigger_run_heartbeat_timeout)
 
     @activity.defn(name=RECORD_TIMER_FIRED_ACTIVITY)
     async def record_timer_fired(self, call: ControlCall) -> bool:

@@ -70,7 +70,7 @@ class Seeded:
             return self.worker_token
         if path.startswith("/connection-tests/"):
             return mint_workload_token(settings, ids.get("test_id", ""), self.worker_name, 300)
-        if path.startswith("/triggers/") and path.endswith("/workload"):
+        if path.startswith("/triggers/") and path.endswith(("/workload", "/held")):
             return self.triggerer_token
         if path.startswith("/triggers/"):
             return mint_trigger_token(settings, ids.get("trigger_id", ""), self.triggerer_name, 300)

@@ -9,20 +9,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from airlock.connection import ConnectionFields
 from airlock.execution import (
+    HeldTriggers,
     TriggerClaim,
+    TriggerEventBatch,
     TriggerEventBody,
+    TriggerEventOutcome,
+    TriggerEventOutcomes,
     TriggerFailureBody,
     TriggerLogBatch,
+    TriggersToStop,
     TriggerWorkload,
 )
-from airlock.logging import bind_work
+from airlock.logging import bind_work, work_bound
 from airlock.states import TriggerState
 from airlock.summaries import shorten
 from api.core.security import Principal, mint_trigger_token
 from api.db.models import Trigger, utcnow
 from api.deps import RuntimeDep, SessionDep
 from api.execution.security import TriggerTokenDep, WorkerDep, check_holder
-from api.services import connections, triggers
+from api.services import connections, jobs, triggers
+from api.services.errors import Forbidden
 from workflows.trigger import NO_TIMEOUT_LIMIT
 
 log = structlog.get_logger(__name__)
@@ -60,6 +66,63 @@ async def claim_workload(
         kwargs=triggers.kwargs_of(trigger, runtime.box),
         timeout_at=trigger.timeout_at,
     )
+
+
+@router.post(
+    "/held",
+    responses={
+        401: {"description": "missing or invalid credential"},
+        403: {"description": "not a triggerer's credential, or another worker's job"},
+        404: {"description": "no such job"},
+    },
+)
+async def check_held(body: HeldTriggers, worker: WorkerDep, session: SessionDep) -> TriggersToStop:
+    """A triggerer's running triggers, sent every job heartbeat interval: the answer names those it must
+    stop (ended, claimed since by another job, or gone). Answers only about what the caller sent."""
+    if not worker.triggerer:
+        raise Forbidden("only a triggerer's credential runs triggers")
+    await jobs.get_owned(session, body.job_id, worker.name)
+    held = await triggers.still_held(session, body.trigger_ids, job_id=body.job_id, credential=worker.name)
+    return TriggersToStop(trigger_ids=[t for t in body.trigger_ids if t not in held])
+
+
+@router.post(
+    "/events",
+    responses={
+        401: {"description": "missing or invalid credential"},
+        403: {"description": "not a triggerer's credential"},
+    },
+)
+async def post_events(
+    body: TriggerEventBatch, worker: WorkerDep, session: SessionDep, runtime: RuntimeDep
+) -> TriggerEventOutcomes:
+    """Events of triggers this triggerer holds, each after its last log lines, in one transaction: a
+    thousand triggers firing together cost a few requests, not two thousand. Each event gets the
+    status its own ``POST /triggers/{id}/event`` would have; a refused one writes nothing."""
+    if not worker.triggerer:
+        raise Forbidden("only a triggerer's credential runs triggers")
+    refusals = await triggers.record_events(
+        session,
+        body.events,
+        credential=worker.name,
+        job_id=body.job_id,
+        triggerer=body.triggerer,
+        keep=runtime.settings.max_log_lines_per_trigger,
+    )
+    outcomes = []
+    for event, refused in zip(body.events, refusals, strict=True):
+        with work_bound(trigger_id=event.trigger_id, queue=None, worker=body.triggerer):
+            if refused is None:
+                log.info("trigger fired", event_type=event.event_type)
+                outcomes.append(TriggerEventOutcome(trigger_id=event.trigger_id, status_code=204))
+            else:
+                log.warning("trigger event refused", error=refused.detail, status=refused.status_code)
+                outcomes.append(
+                    TriggerEventOutcome(
+                        trigger_id=event.trigger_id, status_code=refused.status_code, detail=refused.detail
+                    )
+                )
+    return TriggerEventOutcomes(outcomes=outcomes)
 
 
 @router.post(
