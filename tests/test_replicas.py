@@ -99,8 +99,8 @@ async def test_work_started_on_one_replica_finishes_on_the_other(
             await _wait_running(client, waiting["trigger_id"])
         stopped = replicas[0].proc
         assert stopped is not None
-        await replicas[0].stop()  # SIGTERM; SIGKILL if it still runs 20 s later
         at_stop = dict(proxy.connections)
+        await replicas[0].stop()  # SIGTERM; SIGKILL if it still runs 20 s later
         flag.write_text("go")
 
         async with two.client() as client:
@@ -117,8 +117,8 @@ async def test_work_started_on_one_replica_finishes_on_the_other(
             # Nothing lost, nothing doubled: exactly the rows made through replica 1, all terminal.
             assert (await client.get("/api/v2/connections/test")).json()["total_entries"] == len(tests)
             assert (await client.get("/api/v2/triggers")).json()["total_entries"] == 2
-        # The workers' reports after the stop reached replica 2 through the proxy (new connections: the
-        # ones to replica 1 died with it).
+        # The workers reached replica 2 through the proxy once replica 1 stopped (new connections: the
+        # ones to replica 1 died with it); the reports above could only land there.
         assert proxy.connections[backends[1]] > at_stop[backends[1]], (at_stop, proxy.connections)
         # Last, so that the checks above report on their own: a replica told to stop (a rollout's
         # SIGTERM) exits by itself, its control worker shut down, instead of being killed.

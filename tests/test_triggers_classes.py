@@ -124,9 +124,11 @@ class CountdownTrigger(PollingTrigger):
         super().__init__(after=after, poll_interval=poll_interval)
         self.after = after
         self.polls = 0
+        self.polled_at: list[float] = []  # the event loop's clock
 
     async def poll(self) -> TriggerEvent | None:
         self.polls += 1
+        self.polled_at.append(asyncio.get_running_loop().time())
         connection = await self.context.get_connection("any")
         if self.polls < self.after:
             return None
@@ -140,8 +142,12 @@ async def test_polling_trigger_polls_until_an_event_then_ends() -> None:
     events = [event async for event in trigger.run()]
     assert events == [TriggerEvent({"polls": 3, "host": "h"})]
     assert trigger.polls == 3
-    # Two sleeps between three polls, none after the event.
-    assert 2 * FAST <= time.monotonic() - started < 10 * FAST
+    # The first poll at once, the next ones on ticks of the interval (the next within one interval,
+    # then one interval apart), none after the event.
+    first, *ticks = trigger.polled_at
+    assert 0 < ticks[0] - first <= FAST * 1.5 and ticks[1] - ticks[0] == pytest.approx(FAST, abs=0.1)
+    assert all(min(t % FAST, FAST - t % FAST) < 0.05 for t in ticks), "polls fall on the interval's ticks"
+    assert time.monotonic() - started < 10 * FAST
     assert trigger.kwargs == {"after": 3, "poll_interval": FAST}
     assert trigger.log.name == "tests.test_triggers_classes.CountdownTrigger"
     assert isinstance(trigger.context, TriggerContext)

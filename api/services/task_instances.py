@@ -41,9 +41,9 @@ async def create(
         allowed_queues=sorted(set(allowed_queues)),
         allowed_connections=sorted(set(allowed_connections)),
     )
+    session.add(ti)
     try:
-        async with session.begin_nested():
-            session.add(ti)
+        await session.flush()
     except IntegrityError:
         raise Conflict(f"task instance {dag_id}/{run_id}/{task_id}[{map_index}] already exists") from None
     return ti
@@ -62,7 +62,7 @@ def check_allowed(ti: TaskInstance, queue: str, kwargs: dict[str, Any]) -> None:
 async def defer(
     session: AsyncSession,
     box: SecretBox,
-    ti_id: str,
+    ti: TaskInstance,
     *,
     classpath: str,
     kwargs: dict[str, object],
@@ -73,13 +73,13 @@ async def defer(
     max_active_triggers: int,
     by_task: bool,
 ) -> Trigger:
-    """A running task defers: it waits on a new trigger and resumes in ``next_method``. ``by_task``:
-    the task's own code asks (the Execution API), within what it was allowed; else an administrator."""
-    ti = await get(session, ti_id, lock=True)
+    """A running task (``ti``, locked or created in this transaction) defers: it waits on a new trigger
+    and resumes in ``next_method``. ``by_task``: the task's own code asks (the Execution API), within
+    what it was allowed; else an administrator."""
     if by_task:
         check_allowed(ti, queue, kwargs)
     if ti.state != TaskInstanceState.RUNNING:
-        raise Conflict(f"task instance {ti_id} is {ti.state}; only a running task can defer")
+        raise Conflict(f"task instance {ti.id} is {ti.state}; only a running task can defer")
     trigger = await triggers.create(
         session,
         box,

@@ -207,18 +207,19 @@ async def record_events(
     job_id: str | None,
     triggerer: str | None,
     keep: int,
-) -> list[ServiceError | None]:
+) -> list[tuple[Trigger | None, ServiceError | None]]:
     """Events of triggers one triggerer's ``credential`` holds, each after its last log lines, judged
-    one by one as ``POST /triggers/{id}/event`` judges one: None when applied or a repeat (the first
-    event wins), else why not; a refused event writes nothing. Two queries load and lock every trigger
-    and task instance involved, in id order (as concurrent batches must), and one flush writes them."""
+    one by one as ``POST /triggers/{id}/event`` judges one: each event's trigger (None if unknown),
+    and None when applied or a repeat (the first event wins), else why not; a refused event writes
+    nothing. Two queries load and lock every trigger and task instance involved, in id order (as
+    concurrent batches must), and one flush writes them."""
     trigger_ids = sorted({event.trigger_id for event in events})
     locked = select(Trigger).where(Trigger.id.in_(trigger_ids)).order_by(Trigger.id).with_for_update()
     rows = {trigger.id: trigger for trigger in await session.scalars(locked)}
     ti_ids = sorted({t.task_instance_id for t in rows.values() if t.task_instance_id is not None})
     waiting = select(TaskInstance).where(TaskInstance.id.in_(ti_ids)).order_by(TaskInstance.id)
     tis = {ti.id: ti for ti in await session.scalars(waiting.with_for_update())} if ti_ids else {}
-    outcomes: list[ServiceError | None] = []
+    outcomes: list[tuple[Trigger | None, ServiceError | None]] = []
     chatty: set[str] = set()
     for event in events:
         trigger = rows.get(event.trigger_id)
@@ -230,9 +231,9 @@ async def record_events(
             if trigger.state != TriggerState.FIRED:
                 check_active(trigger)
         except ServiceError as exc:
-            outcomes.append(exc)
+            outcomes.append((trigger, exc))
             continue
-        outcomes.append(None)
+        outcomes.append((trigger, None))
         if trigger.state == TriggerState.FIRED:
             continue
         session.add_all(_log_rows(trigger, event.lines, job_id=job_id, triggerer=triggerer))

@@ -158,6 +158,9 @@ async def start_trigger(
         TriggerWorkflow.run,
         inp,
         id=trigger_workflow_id(trigger.id),
+        # Its first workflow task runs in this process's own control worker, without a trip through
+        # matching.
+        request_eager_start=True,
         static_summary=trigger_summary(trigger.classpath, trigger.queue, inp.fire_at),
         static_details=trigger_details(
             trigger_id=trigger.id,

@@ -34,7 +34,7 @@ async def defer(
         trigger = await task_instances.defer(
             session,
             runtime.box,
-            task_instance_id,
+            await task_instances.get(session, task_instance_id, lock=True),
             classpath=body.trigger.classpath,
             kwargs=body.trigger.kwargs,
             queue=queue,

@@ -101,7 +101,7 @@ async def post_events(
     status its own ``POST /triggers/{id}/event`` would have; a refused one writes nothing."""
     if not worker.triggerer:
         raise Forbidden("only a triggerer's credential runs triggers")
-    refusals = await triggers.record_events(
+    judged = await triggers.record_events(
         session,
         body.events,
         credential=worker.name,
@@ -110,8 +110,9 @@ async def post_events(
         keep=runtime.settings.max_log_lines_per_trigger,
     )
     outcomes = []
-    for event, refused in zip(body.events, refusals, strict=True):
-        with work_bound(trigger_id=event.trigger_id, queue=None, worker=body.triggerer):
+    for event, (trigger, refused) in zip(body.events, judged, strict=True):
+        queue = trigger.queue if trigger is not None else None
+        with work_bound(trigger_id=event.trigger_id, queue=queue, worker=body.triggerer):
             if refused is None:
                 log.info("trigger fired", event_type=event.event_type)
                 outcomes.append(TriggerEventOutcome(trigger_id=event.trigger_id, status_code=204))

@@ -47,7 +47,7 @@ async def create_task_instance(body: TaskInstanceCreate, runtime: RuntimeDep) ->
             trigger = await task_instances.defer(
                 session,
                 runtime.box,
-                ti.id,
+                ti,
                 classpath=d.classpath,
                 kwargs=d.kwargs,
                 queue=queue,
