@@ -17,6 +17,8 @@ PREFIX = "airlock.triggers."
 # The two the workflow runs as durable timers, whatever triggerers exist.
 DATETIME_TRIGGER = PREFIX + "DateTimeTrigger"
 TIMEDELTA_TRIGGER = PREFIX + "TimeDeltaTrigger"
+# Durable timers inside the workflow: no triggerer runs them.
+TIME_TRIGGERS = (DATETIME_TRIGGER, TIMEDELTA_TRIGGER)
 
 
 def builtin_classpaths() -> list[str]:

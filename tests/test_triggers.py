@@ -7,12 +7,16 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from temporalio import activity
 from temporalio.client import Client
+from temporalio.common import RawValue
+from temporalio.worker import Worker
 
 from airlock.triggers import DATETIME_TRIGGER, TIMEDELTA_TRIGGER
 from airlock.version import EXECUTION_API_VERSION_HEADER
@@ -196,7 +200,9 @@ async def test_cancel_runs_cleanup_on_the_triggerer(make_stack, tmp_path: Path, 
         assert response.status_code == 200
         trigger = await wait_trigger(client, ti["trigger_id"])
     assert trigger["state"] == "cancelled"
-    for _ in range(300):  # cancellation rides on the next heartbeat answer (at most 10 s apart)
+    # The triggerer learns it at its next held check (every job heartbeat interval), heartbeats the
+    # run at once, and Temporal's answer carries the cancellation.
+    for _ in range(300):
         if marker.exists():
             break
         await asyncio.sleep(0.1)
@@ -335,6 +341,41 @@ async def test_triggers_stay_on_their_triggerer_after_the_api_was_away(make_stac
     async with stack.client() as client:
         for ti in tis:
             assert (await wait_trigger(client, ti["trigger_id"]))["state"] == "fired"
+
+
+async def test_run_a_triggerer_took_but_never_claimed_goes_to_another(make_stack, tmp_path: Path) -> None:
+    """A worker of the queue takes the trigger's run from Temporal and never claims it (as if the
+    answer to its poll were lost): past the heartbeat timeout the API fails that attempt, and a real
+    triggerer gets the retry, long before Temporal's own heartbeat timeout would."""
+    stack = await make_stack(trigger_heartbeat_timeout=2)
+    queue = await start_triggerer(stack, capacity=1)
+    flag = tmp_path / "flag"
+    temporal = await Client.connect(stack.temporal_address)
+    taken = asyncio.Event()
+
+    @activity.defn(dynamic=True)
+    async def swallow(args: Sequence[RawValue]) -> None:
+        taken.set()
+        await asyncio.Event().wait()
+
+    async with stack.client() as client:
+        # The real triggerer is busy with another trigger, so the swallower takes the next run.
+        busy = await defer(client, FILE_TRIGGER, {"filepath": str(tmp_path / "never")}, queue=queue)
+        for _ in range(100):
+            if (await client.get(f"/api/v2/triggers/{busy['trigger_id']}")).json()["state"] == "running":
+                break
+            await asyncio.sleep(0.1)
+        async with Worker(temporal, task_queue=queue, activities=[swallow], max_concurrent_activities=1):
+            ti = await defer(client, FILE_TRIGGER, {"filepath": str(flag), "poll_interval": 0.2}, queue=queue)
+            await asyncio.wait_for(taken.wait(), 30)
+            # The real triggerer frees its slot; the swallower keeps the run it took.
+            assert (await client.delete(f"/api/v2/triggers/{busy['trigger_id']}")).status_code == 200
+            flag.write_text("go")
+            trigger = await wait_trigger(client, ti["trigger_id"], timeout=60)
+    assert trigger["state"] == "fired" and trigger["triggerer"] != "swallower"
+    history = await temporal.get_workflow_handle(f"trigger-{ti['trigger_id']}").fetch_history()
+    [started] = [e for e in history.events if e.HasField("activity_task_started_event_attributes")][-1:]
+    assert started.activity_task_started_event_attributes.attempt == 2, "the swallowed attempt was failed"
 
 
 async def test_sql_trigger_reads_its_connection_through_the_execution_api(make_stack) -> None:

@@ -182,6 +182,33 @@ async def orphaned(session: AsyncSession, silent_for: float) -> list[Trigger]:
     return list(rows)
 
 
+async def unclaimed(session: AsyncSession, silent_for: float, *, limit: int) -> list[Trigger]:
+    """Triggers a triggerer should have claimed ``silent_for`` seconds ago and has not: not timers,
+    still scheduled, on a queue one of whose live triggerers runs fewer triggers than it may (so their
+    run was handed out, perhaps to a triggerer that never got it). The oldest, at most ``limit``."""
+    running = await running_per_job(session)
+    queues = {
+        queue
+        for job in await jobs.live(session, silent_for, kind="triggerer")
+        if running.get(job.id, 0) < (job.capacity or 0)
+        for queue in job.queues
+    }
+    if not queues:
+        return []
+    rows = await session.scalars(
+        select(Trigger)
+        .where(
+            Trigger.state == TriggerState.SCHEDULED,
+            Trigger.queue.in_(sorted(queues)),
+            Trigger.classpath.notin_(builtin.TIME_TRIGGERS),
+            Trigger.updated_at < utcnow() - timedelta(seconds=silent_for),
+        )
+        .order_by(Trigger.updated_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
 def check_active(trigger: Trigger) -> None:
     if TriggerState(trigger.state).is_terminal:
         raise Conflict(f"trigger {trigger.id} has ended ({trigger.state})")
