@@ -87,7 +87,7 @@ class HeldTriggers(StrictModel):
     """The triggers a triggerer's job runs now, sent every job heartbeat interval."""
 
     job_id: Text = Field(max_length=36)
-    trigger_ids: list[Text] = Field(max_length=MAX_HELD_TRIGGERS)
+    trigger_ids: list[Annotated[Text, Field(max_length=36)]] = Field(max_length=MAX_HELD_TRIGGERS)
 
 
 class TriggersToStop(BaseModel):

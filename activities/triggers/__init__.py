@@ -13,6 +13,7 @@ import functools
 import importlib
 import inspect
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -81,7 +82,10 @@ def _pool(kind: str) -> ThreadPoolExecutor:
 
 
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
-_waiting: dict[str, list[_Call]] = {}
+# Per event loop (a test suite runs many), the calls of each kind waiting for the next hand-off.
+_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[_Call]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def run_blocking(kind: str, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -90,15 +94,16 @@ async def run_blocking(kind: str, func: Callable[P, R], *args: P.args, **kwargs:
     # As asyncio.to_thread does: the call sees the trigger's context (its log scrubbing, say).
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
     done: asyncio.Future[R] = loop.create_future()
-    if kind not in _waiting:
-        _waiting[kind] = []
+    waiting = _waiting.setdefault(loop, {})
+    if kind not in waiting:
+        waiting[kind] = []
         loop.call_soon(_hand_off, loop, kind)
-    _waiting[kind].append((call, done))
+    waiting[kind].append((call, done))
     return await done
 
 
 def _hand_off(loop: asyncio.AbstractEventLoop, kind: str) -> None:
-    calls = _waiting.pop(kind)
+    calls = _waiting[loop].pop(kind)
     step = CALLS_PER_HANDOFF[kind]
     for start in range(0, len(calls), step):
         _pool(kind).submit(_run_calls, loop, calls[start : start + step])

@@ -86,7 +86,7 @@ class Settings(TemporalSettings):
     trigger_heartbeat_timeout: float = Field(default=15, gt=0)
     # Temporal's own heartbeat timeout on a trigger's run, which its triggerer heartbeats every third
     # of it: the handover when the API cannot make it (down, say). Each heartbeat costs Temporal a
-    # write, so a thousand waiting triggers at the old 15 s cost a core.
+    # write: a thousand triggers heartbeating every few seconds keep a core busy.
     trigger_run_heartbeat_timeout: float = Field(default=600, gt=0)
     # Reaper period: a trigger whose workflow closed without ending it is failed within this.
     trigger_reaper_interval: float = Field(default=30, gt=0)
