@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from activities.triggers import settle
 from airlock.execution import MAX_BATCH_EVENTS, TriggerEventBatch, TriggerEventItem
 from worker.client import ExecutionAPIClient, ExecutionAPIError
 
@@ -41,11 +42,11 @@ class EventPoster:
                 outcomes = (await self._api.triggers.post_events(body)).outcomes
             except Exception as exc:
                 for _, landed in batch:
-                    _settle(landed, exc)
+                    settle(landed, None, exc)
                 continue
             for (_, landed), outcome in zip(batch, outcomes, strict=True):
                 if outcome.status_code < 300:
-                    _settle(landed, None)
+                    settle(landed, None, None)
                 else:
                     error = ExecutionAPIError(
                         f"Execution API rejected the event of trigger {outcome.trigger_id}: "
@@ -53,7 +54,7 @@ class EventPoster:
                         status_code=outcome.status_code,
                         retryable=False,
                     )
-                    _settle(landed, error)
+                    settle(landed, None, error)
 
     def _next_batch(self) -> list[tuple[TriggerEventItem, asyncio.Future[None]]]:
         taken, chars = 0, 0
@@ -68,13 +69,3 @@ class EventPoster:
 
 def _chars(event: TriggerEventItem) -> int:
     return 200 + len(event.payload) + sum(100 + len(line.message) for line in event.lines)
-
-
-def _settle(landed: asyncio.Future[None], error: BaseException | None) -> None:
-    # The trigger's run may have been cancelled while its event was on the wire.
-    if landed.done():
-        return
-    if error is None:
-        landed.set_result(None)
-    else:
-        landed.set_exception(error)

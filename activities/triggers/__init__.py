@@ -121,10 +121,14 @@ def _run_calls(loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for done, result, error in outcomes:
-        # A poll whose trigger was cancelled meanwhile has nobody waiting.
-        if done.done():
-            continue
-        if error is None:
-            done.set_result(result)
-        else:
-            done.set_exception(error)
+        settle(done, result, error)
+
+
+def settle(done: asyncio.Future[R], result: R, error: BaseException | None) -> None:
+    """Hand a result or an error to whoever awaits ``done``: nobody, if they were cancelled meanwhile."""
+    if done.done():
+        return
+    if error is None:
+        done.set_result(result)
+    else:
+        done.set_exception(error)

@@ -66,6 +66,12 @@ def require_worker(principal: PrincipalDep) -> WorkerCredential:
     return principal.worker
 
 
+def require_triggerer(worker: Annotated[WorkerCredential, Depends(require_worker)]) -> WorkerCredential:
+    if not worker.triggerer:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only a triggerer's credential runs triggers")
+    return worker
+
+
 def require_test_token(test_id: str, principal: PrincipalDep) -> Principal:
     if principal.scope != WORKLOAD_SCOPE or principal.subject != f"connection-test:{test_id}":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "token is not valid for this connection test")
@@ -93,6 +99,7 @@ def check_holder(principal: Principal, holder: str | None, workload: str) -> Non
 
 
 WorkerDep = Annotated[WorkerCredential, Depends(require_worker)]
+TriggererDep = Annotated[WorkerCredential, Depends(require_triggerer)]
 TestTokenDep = Annotated[Principal, Depends(require_test_token)]
 TriggerTokenDep = Annotated[Principal, Depends(require_trigger_token)]
 TaskInstanceTokenDep = Annotated[Principal, Depends(require_task_instance_token)]

@@ -26,9 +26,8 @@ from airlock.summaries import shorten
 from api.core.security import Principal, mint_trigger_token
 from api.db.models import Trigger, utcnow
 from api.deps import RuntimeDep, SessionDep
-from api.execution.security import TriggerTokenDep, WorkerDep, check_holder
+from api.execution.security import TriggererDep, TriggerTokenDep, WorkerDep, check_holder
 from api.services import connections, jobs, triggers
-from api.services.errors import Forbidden
 from workflows.trigger import NO_TIMEOUT_LIMIT
 
 log = structlog.get_logger(__name__)
@@ -76,11 +75,9 @@ async def claim_workload(
         404: {"description": "no such job"},
     },
 )
-async def check_held(body: HeldTriggers, worker: WorkerDep, session: SessionDep) -> TriggersToStop:
+async def check_held(body: HeldTriggers, worker: TriggererDep, session: SessionDep) -> TriggersToStop:
     """A triggerer's running triggers, sent every job heartbeat interval: the answer names those it must
     stop (ended, claimed since by another job, or gone). Answers only about what the caller sent."""
-    if not worker.triggerer:
-        raise Forbidden("only a triggerer's credential runs triggers")
     await jobs.get_owned(session, body.job_id, worker.name)
     held = await triggers.still_held(session, body.trigger_ids, job_id=body.job_id, credential=worker.name)
     return TriggersToStop(trigger_ids=[t for t in body.trigger_ids if t not in held])
@@ -94,13 +91,11 @@ async def check_held(body: HeldTriggers, worker: WorkerDep, session: SessionDep)
     },
 )
 async def post_events(
-    body: TriggerEventBatch, worker: WorkerDep, session: SessionDep, runtime: RuntimeDep
+    body: TriggerEventBatch, worker: TriggererDep, session: SessionDep, runtime: RuntimeDep
 ) -> TriggerEventOutcomes:
     """Events of triggers this triggerer holds, each after its last log lines, in one transaction: a
     thousand triggers firing together cost a few requests, not two thousand. Each event gets the
     status its own ``POST /triggers/{id}/event`` would have; a refused one writes nothing."""
-    if not worker.triggerer:
-        raise Forbidden("only a triggerer's credential runs triggers")
     judged = await triggers.record_events(
         session,
         body.events,
