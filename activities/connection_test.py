@@ -11,7 +11,7 @@ import structlog
 from temporalio import activity
 
 from activities.api_errors import reported_to_temporal
-from activities.testers import available_conn_types, tester_modules
+from activities.testers import available_conn_types, fork_server_preload
 from airlock.execution import ConnectionTestClaim
 from airlock.logging import bind_work, hide_in_logs
 from airlock.protocol import CONNECTION_TEST_ACTIVITY
@@ -50,7 +50,7 @@ class ConnectionTestActivities:
         self._conn_types = conn_types
         self._heartbeat_interval = heartbeat_interval
         # The drivers are imported once, in the fork server; each test forks a fresh child from it.
-        self._forks = ForkServer(preload=["activities.testers.child", *tester_modules(conn_types)])
+        self._forks = ForkServer(preload=fork_server_preload(conn_types))
         # One connection pool for every test's Execution API calls.
         self._transport = httpx.AsyncHTTPTransport(retries=2, verify=api_tls)
         self.job_id: str | None = None

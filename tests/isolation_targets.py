@@ -87,3 +87,8 @@ def fork_many(request: dict[str, Any]) -> dict[str, Any]:
             handle.write(f"{child} ")
     time.sleep(600)
     return {}
+
+
+def main_module_ran(request: dict[str, Any]) -> dict[str, Any]:
+    # multiprocessing runs the parent's main module in a child under this name.
+    return {"ran": hasattr(sys.modules.get("__mp_main__"), "RAN_AS_MAIN")}

@@ -8,11 +8,14 @@ import asyncio
 import errno
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from activities.testers import available_conn_types, fork_server_preload
 from tests.stack import unique
 from worker.isolation import DriverLimits, ForkServer
 from worker.main import forget_secrets_in_environment
@@ -157,6 +160,41 @@ async def test_real_drivers_run_within_the_default_limits(forks: ForkServer, tmp
     request = {"fields": {"conn_type": "sqlite", "host": str(database)}, "timeout": 5}
     result = await forks.run("activities.testers.child:run", request, timeout=10)
     assert result.output is not None and result.output["ok"], result
+
+
+def test_the_fork_server_loads_no_temporal_code() -> None:
+    """Each test forks twice from the fork server: the less it holds, the less each fork copies
+    (Temporal's SDK and its protobufs would be a fifth of it, and no driver needs them)."""
+    preload = fork_server_preload(available_conn_types())
+    script = (
+        "import importlib, json, sys\n"
+        f"for name in {preload!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted({name.partition('.')[0] for name in sys.modules})))"
+    )
+    loaded = json.loads(
+        subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
+    )
+    assert "psycopg" in loaded  # the drivers are there
+    assert not {"temporalio", "google"} & set(loaded)
+
+
+def test_a_child_does_not_run_the_workers_main_script_again(tmp_path: Path) -> None:
+    """Under the ``airlock`` console script, running it again in each child would import the whole
+    CLI twice per test."""
+    script = tmp_path / "main_script.py"
+    script.write_text(
+        "import asyncio, json\n"
+        "from worker.isolation import ForkServer\n"
+        "RAN_AS_MAIN = True\n"
+        "if __name__ == '__main__':\n"
+        "    server = ForkServer(preload=['tests.isolation_targets'])\n"
+        "    run = server.run('tests.isolation_targets:main_module_ran', {}, timeout=10)\n"
+        "    print(json.dumps(asyncio.run(run).output))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, check=True, cwd=root, env=env)
+    assert json.loads(out.stdout) == {"ran": False}
 
 
 async def test_a_running_worker_shows_no_secret_in_its_proc_environ(make_stack) -> None:

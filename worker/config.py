@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
 
-from airlock.codec import DerivedKeyring, EncryptionCodec
 from airlock.egress import DEFAULT_ALLOW, EgressPolicy, EgressRule, Rule
 from airlock.plugins import DEFAULT_TRIGGER_ALLOWLIST
 from airlock.settings import ApiLinkSettings, TemporalSettings, split_list
 from airlock.version import LATEST_EXECUTION_API_VERSION
+
+if TYPE_CHECKING:
+    from airlock.codec import EncryptionCodec
 
 
 class EgressOverride(BaseModel):
@@ -58,6 +60,9 @@ class WorkerSettings(TemporalSettings, ApiLinkSettings):
     )
 
     def codec(self) -> EncryptionCodec:
+        # Imported here: the fork server loads this module, and its drivers need no Temporal.
+        from airlock.codec import DerivedKeyring, EncryptionCodec
+
         if not self.payload_keys:
             raise ValueError("AIRLOCK_PAYLOAD_KEYS is not set: provision this worker (airlock workers add)")
         return EncryptionCodec(DerivedKeyring(self.payload_key_id, self.payload_keys))

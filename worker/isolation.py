@@ -29,8 +29,9 @@ import multiprocessing.forkserver
 import os
 import resource
 import signal
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -102,7 +103,8 @@ class ChildResult:
 class ForkServer:
     def __init__(self, preload: Sequence[str], limits: DriverLimits | None = None) -> None:
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(list(preload))
+        # This module too: every child unpickles its target, the keeper, from here.
+        self._context.set_forkserver_preload([__name__, *preload])
         self._limits = limits or DriverLimits.configured()
 
     def start(self) -> None:
@@ -125,7 +127,8 @@ class ForkServer:
         process = self._context.Process(
             target=_keeper_main, args=(target, request, sender, timeout, self._limits), daemon=True
         )
-        process.start()
+        with _main_module_hidden():
+            process.start()
         sender.close()
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
@@ -155,6 +158,23 @@ class ForkServer:
             if process.exitcode is None:
                 _kill_group(process.pid)  # a keeper that hangs: its own group at least
         return ChildResult(False, process.exitcode, output, error)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a child without multiprocessing running the worker's main module in it again, which it
+    does for every child it starts (to find what a target pickled from ``__main__`` needs). Our
+    targets live in preloaded modules; under the ``airlock`` console script that main module is the
+    whole CLI, Temporal's SDK included: it would double what each test's processes cost."""
+    main = sys.modules["__main__"]
+    spec, path = main.__spec__, main.__dict__.pop("__file__", None)
+    main.__spec__ = None  # as in an interactive session: no module name and no file to run again
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
 
 
 def _receive(receiver: Connection) -> tuple[dict[str, Any] | None, str | None]:

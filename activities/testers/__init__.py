@@ -124,3 +124,8 @@ def tester_modules(conn_types: list[str]) -> list[str]:
     """The modules behind these conn_types' testers: what a fork server imports ahead of time."""
     entry_points = tester_entry_points()
     return sorted({entry_points[name].module for name in conn_types if name in entry_points})
+
+
+def fork_server_preload(conn_types: list[str]) -> list[str]:
+    """What a worker's fork server imports: the child's entry point and these conn_types' testers."""
+    return ["activities.testers.child", *tester_modules(conn_types)]
