@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from airlock.logging import configure_logging, request_scope
 from airlock.tls import PLAINTEXT_OPT_IN, PlaintextRefused, is_loopback
 from api import codec
+from api.console import mount_console
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.db.session import create_engine, sessionmaker
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     mount_assets(app)
+    mount_console(app)
     add_docs_pages(app)
     install_error_handlers(app)
     install_error_handlers(execution_app)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Browser
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -16,6 +17,7 @@ from airlock import search_attributes
 from airlock.devstack import ensure_secrets, free_port, temporal_command, wait_for_port
 from api.db.migrate import upgrade
 from tests import secret_scan, services
+from tests.browser import chromium
 from tests.stack import ApiProcess, ApiServer, Stack, StackTLS, stack_settings
 from tests.targets import SlowTarget, silent_listener, slow_http
 
@@ -178,6 +180,12 @@ def silent_server() -> Iterator[int]:
     """A TCP server that accepts and never answers: drivers hang on it."""
     with silent_listener() as port:
         yield port
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -80,6 +80,8 @@ TOKEN_ENDPOINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("POST", re.compile(r"/execution/connection-tests/[^/]+/claim$")),
     ("POST", re.compile(r"/execution/triggers/[^/]+/workload$")),
     ("POST", re.compile(r"/api/v2/workers$")),
+    # Signing in to the console sets its session cookie (a signed token holding no credential).
+    ("POST", re.compile(r"/ui/login$")),
 )
 
 

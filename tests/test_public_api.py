@@ -11,6 +11,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import create_engine, text
 from starlette.routing import Mount
 
+from api.console.web import ASSETS_PATH as CONSOLE_ASSETS
 from api.core.security import mint_task_instance_token
 from api.db.session import sync_url
 from api.docs import ASSETS_PATH as DOCS_ASSETS
@@ -110,9 +111,15 @@ OPEN_ROUTES = {
 # The Temporal UI cannot send a bearer token: this route's secret (the codec token) is in its path.
 PATH_TOKEN_ROUTES = {("POST", "/codec/ui/{codec_token}/decode")}
 # Mounted apps authenticate on their own (the Execution API: its matrix is in test_execution_api.py).
-MOUNTS = {"/execution", DOCS_ASSETS}
-# Swagger UI's and ReDoc's files (api/docs.py): open like the pages that load them, files only.
-OPEN_MOUNTS = {DOCS_ASSETS: ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")}
+MOUNTS = {"/execution", DOCS_ASSETS, CONSOLE_ASSETS}
+# Swagger UI's and ReDoc's files (api/docs.py), the console's stylesheet: open like the pages that load
+# them, files only.
+OPEN_MOUNTS = {
+    DOCS_ASSETS: ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"),
+    CONSOLE_ASSETS: ("console.css",),
+}
+# The console signs in with a form and keeps a session cookie: no bearer token opens one of its pages.
+CONSOLE_SIGN_IN = {("GET", "/ui/login"), ("POST", "/ui/login")}
 
 
 async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
@@ -127,7 +134,9 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
         routes.update((method, str(route.path)) for method in route.methods or () if method != "HEAD")
     assert mounts == MOUNTS, "a new mounted app: say how it authenticates"
     assert OPEN_ROUTES | PATH_TOKEN_ROUTES <= routes, "an exempt route no longer exists: update the lists"
-    guarded = sorted(routes - OPEN_ROUTES - PATH_TOKEN_ROUTES)
+    console = {(method, path) for method, path in routes if path == "/" or path.startswith("/ui")}
+    assert CONSOLE_SIGN_IN <= console
+    guarded = sorted(routes - OPEN_ROUTES - PATH_TOKEN_ROUTES - console)
     assert {p for _, p in guarded if p.startswith("/api/v2")} and {"/codec/encode", "/codec/decode"} <= {
         p for _, p in guarded
     }
@@ -156,6 +165,12 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
             refused += 1
         for method, path in sorted(OPEN_ROUTES):
             assert (await client.request(method, path)).status_code == 200, path
+        admin = {"Authorization": f"Bearer {stack.secrets.admin_token}"}
+        for method, path in sorted(console - CONSOLE_SIGN_IN):
+            for name, headers in {**credentials, "the admin token": admin}.items():
+                response = await client.request(method, path, headers=headers, follow_redirects=True)
+                assert response.url.path == "/ui/login", (method, path, name, response.status_code)
+                refused += 1
         for mount, files in OPEN_MOUNTS.items():
             for name in files:
                 assert (await client.get(f"{mount}/{name}")).status_code == 200, (mount, name)
@@ -167,7 +182,8 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
         refused,
         "all refused with 401",
         f"{len(guarded)} guarded routes x {len(credentials)} credentials, codec UI path token; "
-        f"open: {', '.join(sorted(p for _, p in OPEN_ROUTES))}, static files under {', '.join(OPEN_MOUNTS)}",
+        f"open: {', '.join(sorted(p for _, p in OPEN_ROUTES))}, static files under {', '.join(OPEN_MOUNTS)}; "
+        f"{len(console - CONSOLE_SIGN_IN)} console routes lead to its sign-in",
     )
 
 

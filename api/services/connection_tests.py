@@ -224,3 +224,23 @@ async def stale_active(
         .limit(limit)
     )
     return list(rows)
+
+
+async def latest_per_connection(session: AsyncSession, connection_ids: Sequence[str]) -> dict[str, ConnectionTest]:
+    """The newest test of each of these connections (one query, for a page of them)."""
+    if not connection_ids:
+        return {}
+    newest = (
+        select(ConnectionTest.connection_id, func.max(ConnectionTest.created_at).label("created_at"))
+        .where(ConnectionTest.connection_id.in_(connection_ids))
+        .group_by(ConnectionTest.connection_id)
+        .subquery()
+    )
+    rows = await session.scalars(
+        select(ConnectionTest).join(
+            newest,
+            (ConnectionTest.connection_id == newest.c.connection_id)
+            & (ConnectionTest.created_at == newest.c.created_at),
+        )
+    )
+    return {test.connection_id: test for test in rows if test.connection_id is not None}

@@ -1,0 +1,196 @@
+"""Connections: the list with each one's last test, a form for a new one, and the **Test** button,
+whose test page follows the test live (static/console.js polls its state)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from airlock.plugins import installed_conn_types
+from api.console.web import PREFIX, ConsoleSessionDep, FormDep, page, redirect
+from api.deps import RuntimeDep, SessionDep
+from api.public.datamodels import ConnectionCreate, ConnectionTestRequest, ConnectionTestResponse
+from api.public.routes.connection_tests import enqueue_test, get_test
+from api.public.routes.connections import create_connection, list_connections
+from api.public.routes.jobs import list_jobs
+from api.services import connection_tests
+from api.services.errors import ServiceError
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+PAGE_SIZE = 50
+# The form's fields that are connection fields; empty ones are left out (None), as in the API.
+CONNECTION_FIELDS = (
+    "connection_id",
+    "conn_type",
+    "host",
+    "port",
+    "schema",
+    "login",
+    "password",
+    "description",
+)
+
+
+def _problems(exc: ValidationError) -> str:
+    # include_input=False: pydantic would otherwise quote the rejected values, a password among them.
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'form'}: {err['msg']}"
+        for err in exc.errors(include_input=False)
+    )
+
+
+def _submitted(form: dict[str, str]) -> dict[str, Any]:
+    return {name: form[name] for name in CONNECTION_FIELDS if form.get(name, "").strip()}
+
+
+async def _queues(session: SessionDep, runtime: RuntimeDep) -> list[str]:
+    """Queues with a live worker, the default first: where a test can run."""
+    live = {
+        q
+        for job in (await list_jobs(session, runtime, alive=True)).jobs
+        if job.kind == "worker"
+        for q in job.queues
+    }
+    default = runtime.settings.default_queue
+    return [default, *sorted(live - {default})]
+
+
+@router.get("/connections")
+async def connections_page(
+    request: Request,
+    console: ConsoleSessionDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    offset: int = Query(0, ge=0, le=10**9),
+) -> Response:
+    return await _list_page(request, console.csrf, session, runtime, offset)
+
+
+async def _list_page(
+    request: Request,
+    csrf: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    offset: int = 0,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    listed = await list_connections(session, runtime, limit=PAGE_SIZE, offset=offset)
+    ids = [c.connection_id for c in listed.connections]
+    latest = await connection_tests.latest_per_connection(session, ids)
+    return page(
+        request,
+        "connections.html",
+        status_code,
+        csrf=csrf,
+        section="connections",
+        connections=listed.connections,
+        latest=latest,
+        now=datetime.now(UTC),
+        total=listed.total_entries,
+        offset=offset,
+        page_size=PAGE_SIZE,
+        queues=await _queues(session, runtime),
+        error=error,
+    )
+
+
+@router.get("/connections/new")
+async def new_connection_form(
+    request: Request, console: ConsoleSessionDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    return await _form_page(request, console.csrf, session, runtime, {})
+
+
+async def _form_page(
+    request: Request,
+    csrf: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    values: dict[str, str],
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    # The password is write-only: never sent back into the form.
+    shown = {name: value for name, value in values.items() if name != "password"}
+    return page(
+        request,
+        "connection_form.html",
+        status_code,
+        csrf=csrf,
+        section="connections",
+        conn_types=sorted(installed_conn_types()),
+        queues=await _queues(session, runtime),
+        values=shown,
+        error=error,
+    )
+
+
+@router.post("/connections/new")
+async def submit_connection_form(
+    request: Request, console: ConsoleSessionDep, form: FormDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    fields = _submitted(form)
+    try:
+        if form.get("action") == "test":
+            body = ConnectionTestRequest.model_validate(
+                {
+                    **fields,
+                    "queue": form.get("queue") or None,
+                    "commit_on_success": form.get("commit_on_success") == "on" and "connection_id" in fields,
+                }
+            )
+            test = await enqueue_test(body, runtime)
+            return redirect(request, f"/tests/{test.id}")
+        await create_connection(ConnectionCreate.model_validate(fields), session, runtime)
+    except ValidationError as exc:
+        return await _form_page(request, console.csrf, session, runtime, form, _problems(exc), 422)
+    except ServiceError as exc:
+        return await _form_page(request, console.csrf, session, runtime, form, exc.detail, exc.status_code)
+    return redirect(request, "/connections")
+
+
+@router.post("/connections/{connection_id}/test")
+async def test_saved_connection(
+    request: Request,
+    connection_id: str,
+    console: ConsoleSessionDep,
+    form: FormDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    try:
+        body = ConnectionTestRequest(connection_id=connection_id, queue=form.get("queue") or None)
+        test = await enqueue_test(body, runtime)
+    except ValidationError as exc:
+        return await _list_page(
+            request, console.csrf, session, runtime, error=_problems(exc), status_code=422
+        )
+    except ServiceError as exc:
+        return await _list_page(
+            request, console.csrf, session, runtime, error=exc.detail, status_code=exc.status_code
+        )
+    return redirect(request, f"/tests/{test.id}")
+
+
+@router.get("/tests/{test_id}")
+async def test_page(
+    request: Request, test_id: str, console: ConsoleSessionDep, session: SessionDep
+) -> Response:
+    try:
+        test = await get_test(test_id, session)
+    except ServiceError as exc:
+        return page(
+            request, "not_found.html", exc.status_code, csrf=console.csrf, section="", what=exc.detail
+        )
+    return page(request, "test.html", csrf=console.csrf, section="connections", test=test)
+
+
+@router.get("/tests/{test_id}/state")
+async def test_state(test_id: str, _: ConsoleSessionDep, session: SessionDep) -> ConnectionTestResponse:
+    """The test as the public API shows it, for the page's script (the same session, no token)."""
+    return await get_test(test_id, session)
