@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/connection_tests.py
 	$(BIN)/python bench/connection_tests.py --cap 4 --burst 100
 	$(BIN)/python bench/triggers.py
+	$(BIN)/python bench/console.py
 
 openapi: $(STAMP)
 	$(BIN)/python -m api.execution.app

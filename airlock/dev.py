@@ -167,7 +167,12 @@ def _start(stack: DevStack, config: dict[str, Any], state_dir: Path) -> None:
     api_url = f"http://{api['host']}:{api['port']}"
     # Every setting the caller exports takes effect here as it would on any API or worker.
     caller = caller_settings()
-    env = api_env(dev, temporal_address=temporal_address, database_url=api["database_url"], **caller)
+    ui_url = temporal_ui_url(temporal)
+    # The console links each test to its workflow in the Temporal UI.
+    links = {"AIRLOCK_TEMPORAL_UI_URL": ui_url} if ui_url else {}
+    env = api_env(
+        dev, temporal_address=temporal_address, database_url=api["database_url"], **{**links, **caller}
+    )
     airlock = [sys.executable, "-m", "airlock.cli"]
 
     ui_env_file = ui_codec_env_file(temporal, dev.codec_token, state_dir)
@@ -210,13 +215,12 @@ def banner(config: dict[str, Any], airlock: str) -> str:
     triggerer = config.get("triggerer")
     state_dir = Path(config.get("state_dir", ".airlock"))
     temporal_host = temporal.get("ip", "127.0.0.1")
-    ui = f"http://{temporal_host}:{temporal.get('ui_port', 8233)}"
-    if temporal.get("headless"):
-        ui = "off (headless)"
+    ui = temporal_ui_url(temporal) or "off (headless)"
     queues = ", ".join(config.get("worker", {}).get("queues", ["default"]))
     trigger_queues = ", ".join(triggerer.get("queues", ["triggers"])) if triggerer else "-"
     return (
         f"Airlock is up.\n"
+        f"  console      http://{api['host']}:{api['port']}/ui (sign in with the API token)\n"
         f"  API          http://{api['host']}:{api['port']}/docs\n"
         f"  Temporal UI  {ui}\n"
         f"  Temporal     {temporal_host}:{temporal.get('port', 7233)}\n"
@@ -227,6 +231,13 @@ def banner(config: dict[str, Any], airlock: str) -> str:
         f"Try: {airlock} connections test --uri tcp://{api['host']}:{api['port']}\n"
         f"Ctrl-C stops everything."
     )
+
+
+def temporal_ui_url(temporal: dict[str, Any]) -> str | None:
+    """Where the dev server's Web UI answers; None when it runs headless."""
+    if temporal.get("headless"):
+        return None
+    return f"http://{temporal.get('ip', '127.0.0.1')}:{temporal.get('ui_port', 8233)}"
 
 
 def launcher() -> str:

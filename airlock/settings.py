@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -142,3 +142,8 @@ def hide_url_password(value: str) -> str:
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def env_file_text(env: Mapping[str, str]) -> str:
+    """A worker's environment as the lines of an env file (``airlock worker --env-file`` reads them)."""
+    return "".join(f"{key}='{value}'\n" for key, value in env.items())

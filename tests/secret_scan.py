@@ -80,6 +80,7 @@ TOKEN_ENDPOINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("POST", re.compile(r"/execution/connection-tests/[^/]+/claim$")),
     ("POST", re.compile(r"/execution/triggers/[^/]+/workload$")),
     ("POST", re.compile(r"/api/v2/workers$")),
+    ("POST", re.compile(r"/ui/workers$")),  # the console's form for it
     # Signing in to the console sets its session cookie (a signed token holding no credential).
     ("POST", re.compile(r"/ui/login$")),
 )

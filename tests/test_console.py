@@ -3,15 +3,21 @@ Content-Security-Policy, and the workers page, over HTTP and in real Chromium.""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from api.console.web import CONTENT_SECURITY_POLICY
+from api.db.models import ConnectionTest
+from api.db.session import sync_url
 from tests import secret_scan, services
 from tests.browser import offline_page
 
@@ -175,7 +181,9 @@ async def test_a_connection_made_and_tested_from_the_form_shows_its_test_live(
     await row.get_by_role("button", name="Test warehouse").click()
     state = page.locator("[data-field=state]")
     await expect(state).to_have_text("success", timeout=PAGE_TIMEOUT_MS)
-    await expect(page.locator("[data-field=worker]")).not_to_have_text("–")  # the worker that ran it
+    await expect(page.locator("[data-field=worker]")).not_to_have_text(
+        "\N{EN DASH}"
+    )  # the worker that ran it
     await expect(page.locator("[data-field=message]")).not_to_be_empty()
     await _screenshot(page, tmp_path / "test.png")
     assert not secret_scan.SESSION.scan(await page.content(), "console: a test page")
@@ -193,4 +201,100 @@ async def test_a_connection_made_and_tested_from_the_form_shows_its_test_live(
     await expect(state).to_have_text("failed", timeout=PAGE_TIMEOUT_MS)
     await expect(page.locator("[data-field=message]")).to_contain_text("airlock_nobody")
     assert not secret_scan.SESSION.scan(await page.content(), "console: a failed test page")
+
+    # Both in the history, newest first; filtered by state, the failed one alone.
+    await page.get_by_role("link", name="Tests", exact=True).click()
+    rows = page.get_by_role("row").filter(has=page.locator("td"))
+    await expect(rows).to_have_count(2, timeout=PAGE_TIMEOUT_MS)
+    await expect(rows.first).to_contain_text("failed")
+    await expect(rows.last).to_contain_text("warehouse")
+    await page.get_by_label("State").select_option("failed")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(1, timeout=PAGE_TIMEOUT_MS)
+    await expect(rows.first).to_contain_text("unsaved")
+    await page.get_by_label("State").select_option("any")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(2, timeout=PAGE_TIMEOUT_MS)
     offline.assert_stayed_home()
+
+
+async def test_a_queue_with_tests_waiting_and_no_live_worker_is_flagged(stack, database_url: str) -> None:
+    # A test left pending on a queue whose workers are gone (the API refuses new tests there).
+    with Session(create_engine(sync_url(database_url))) as db, db.begin():
+        db.add(
+            ConnectionTest(
+                id=str(uuid.uuid4()), state="pending", queue="orphaned", timeout=30, conn_type="tcp"
+            )
+        )
+    async with httpx.AsyncClient(base_url=stack.api.url) as client:
+        await _signed_in(client, stack.secrets.admin_token)
+        workers = await client.get("/ui/workers")
+    assert workers.status_code == 200 and 'class="alert"' in workers.text, workers.text
+    alert = workers.text.split('class="alert"', 1)[1].split("</div>", 1)[0]
+    assert (
+        "Work waiting with no live worker" in alert and "<strong>orphaned</strong>: 1 test waiting" in alert
+    )
+
+
+async def test_a_worker_credential_added_and_revoked_from_the_console(
+    stack, browser: Browser, tmp_path: Path
+) -> None:
+    offline = await offline_page(browser)
+    page = offline.page
+    await _sign_in(page, stack.api.url, stack.secrets.admin_token)
+    await page.get_by_role("link", name="Workers").click()
+    await page.get_by_label("Name").fill("edge-console")
+    await page.get_by_label("Queues (comma-separated)").fill("net-console, net-console-b")
+    await page.get_by_role("button", name="Add worker").click()
+
+    # Its environment, this once: the credential and the two queues' keys.
+    env = page.get_by_label("Environment of edge-console")
+    await expect(env).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    text = await env.input_value()
+    token = re.search(r"^AIRLOCK_WORKER_TOKEN='(aw1\.edge-console\.[^']+)'$", text, re.MULTILINE)
+    assert token and "AIRLOCK_QUEUES='net-console,net-console-b'" in text, text
+    secret_scan.register(token.group(1), secret_scan.TOKEN)
+    async with stack.client() as api:
+        listed = (await api.get("/api/v2/workers")).json()["workers"]
+    assert [w["queues"] for w in listed if w["name"] == "edge-console"] == [["net-console", "net-console-b"]]
+
+    # Never again: the workers page lists it without its credential.
+    await page.get_by_role("link", name="Back to the workers").click()
+    row = page.get_by_role("row", name=re.compile("edge-console"))
+    await expect(row).to_contain_text("active", timeout=PAGE_TIMEOUT_MS)
+    assert token.group(1) not in await page.content()
+
+    # Revoke, after saying yes to the question.
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await row.get_by_role("button", name="Revoke edge-console").click()
+    await expect(row).to_contain_text("revoked", timeout=PAGE_TIMEOUT_MS)
+    async with stack.client() as api:
+        listed = (await api.get("/api/v2/workers")).json()["workers"]
+    assert [w["revoked_at"] is not None for w in listed if w["name"] == "edge-console"] == [True]
+    await _screenshot(page, tmp_path / "workers-revoked.png")
+    offline.assert_stayed_home()
+
+
+async def test_a_test_page_links_its_workflow_in_the_temporal_ui(make_stack, database_url: str) -> None:
+    stack = await make_stack(temporal_ui_url="http://127.0.0.1:8233/")
+    test_id = str(uuid.uuid4())
+    with Session(create_engine(sync_url(database_url))) as db, db.begin():
+        db.add(ConnectionTest(id=test_id, state="success", queue="q", timeout=30, conn_type="tcp"))
+    async with httpx.AsyncClient(base_url=stack.api.url) as client:
+        await _signed_in(client, stack.secrets.admin_token)
+        shown = await client.get(f"/ui/tests/{test_id}")
+        missing = await client.get(f"/ui/tests/{uuid.uuid4()}")
+    link = f'href="http://127.0.0.1:8233/namespaces/default/workflows/connection-test-{test_id}"'
+    assert shown.status_code == 200 and link in shown.text
+    assert missing.status_code == 404 and "Not found" in missing.text
+
+
+async def test_over_https_the_session_cookie_is_secure(make_stack) -> None:
+    stack = await make_stack(tls=True)
+    assert stack.api.url.startswith("https://") and stack.tls is not None
+    async with httpx.AsyncClient(base_url=stack.api.url, verify=stack.tls.client_context()) as client:
+        answer = await _signed_in(client, stack.secrets.admin_token)
+        assert answer.status_code == 303, answer.text
+        cookies = [c for c in answer.headers.get_list("set-cookie") if c.startswith("airlock_console=")]
+        assert cookies and "secure" in {part.strip().lower() for part in cookies[0].split(";")}
+        assert (await client.get("/ui/connections")).status_code == 200

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from airlock.cli.common import DEFAULT_API_URL, ApiUrl, checked, err, fail, out, public_api
+from airlock.settings import env_file_text
 
 app = typer.Typer(
     help="Provisioned workers: add one for its queues, list them, revoke one.",
@@ -43,7 +44,7 @@ def add(
     request = {"name": name, "queues": queue, "triggerer": triggerer, "expires_in_days": expires_in_days}
     with public_api(api_url) as api:
         body = checked(api.post("/api/v2/workers", json=request), "adding the worker")
-    lines = "".join(f"{key}='{value}'\n" for key, value in body["env"].items())
+    lines = env_file_text(body["env"])
     if env_file is None:
         out.print(lines, end="")
         return

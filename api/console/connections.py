@@ -1,5 +1,5 @@
 """Connections: the list with each one's last test, a form for a new one, and the **Test** button,
-whose test page follows the test live (static/console.js polls its state)."""
+which leads to the test's page (connection_tests.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from airlock.plugins import installed_conn_types
-from api.console.web import PREFIX, ConsoleSessionDep, FormDep, page, redirect
+from api.console.web import PREFIX, ConsoleSessionDep, FormDep, page, problems, redirect
 from api.deps import RuntimeDep, SessionDep
-from api.public.datamodels import ConnectionCreate, ConnectionTestRequest, ConnectionTestResponse
-from api.public.routes.connection_tests import enqueue_test, get_test
+from api.public.datamodels import ConnectionCreate, ConnectionTestRequest
+from api.public.routes.connection_tests import enqueue_test
 from api.public.routes.connections import create_connection, list_connections
 from api.public.routes.jobs import list_jobs
 from api.services import connection_tests
@@ -33,14 +33,6 @@ CONNECTION_FIELDS = (
     "password",
     "description",
 )
-
-
-def _problems(exc: ValidationError) -> str:
-    # include_input=False: pydantic would otherwise quote the rejected values, a password among them.
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'form'}: {err['msg']}"
-        for err in exc.errors(include_input=False)
-    )
 
 
 def _submitted(form: dict[str, str]) -> dict[str, Any]:
@@ -148,7 +140,7 @@ async def submit_connection_form(
             return redirect(request, f"/tests/{test.id}")
         await create_connection(ConnectionCreate.model_validate(fields), session, runtime)
     except ValidationError as exc:
-        return await _form_page(request, console.csrf, session, runtime, form, _problems(exc), 422)
+        return await _form_page(request, console.csrf, session, runtime, form, problems(exc), 422)
     except ServiceError as exc:
         return await _form_page(request, console.csrf, session, runtime, form, exc.detail, exc.status_code)
     return redirect(request, "/connections")
@@ -167,30 +159,9 @@ async def test_saved_connection(
         body = ConnectionTestRequest(connection_id=connection_id, queue=form.get("queue") or None)
         test = await enqueue_test(body, runtime)
     except ValidationError as exc:
-        return await _list_page(
-            request, console.csrf, session, runtime, error=_problems(exc), status_code=422
-        )
+        return await _list_page(request, console.csrf, session, runtime, error=problems(exc), status_code=422)
     except ServiceError as exc:
         return await _list_page(
             request, console.csrf, session, runtime, error=exc.detail, status_code=exc.status_code
         )
     return redirect(request, f"/tests/{test.id}")
-
-
-@router.get("/tests/{test_id}")
-async def test_page(
-    request: Request, test_id: str, console: ConsoleSessionDep, session: SessionDep
-) -> Response:
-    try:
-        test = await get_test(test_id, session)
-    except ServiceError as exc:
-        return page(
-            request, "not_found.html", exc.status_code, csrf=console.csrf, section="", what=exc.detail
-        )
-    return page(request, "test.html", csrf=console.csrf, section="connections", test=test)
-
-
-@router.get("/tests/{test_id}/state")
-async def test_state(test_id: str, _: ConsoleSessionDep, session: SessionDep) -> ConnectionTestResponse:
-    """The test as the public API shows it, for the page's script (the same session, no token)."""
-    return await get_test(test_id, session)

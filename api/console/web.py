@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import jinja2
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
 from api.console.session import CSRF_FIELD, ConsoleSession, csrf_matches, form_fields, read_session
 from api.deps import RuntimeDep
@@ -40,6 +41,15 @@ _templates = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+
+
+def problems(exc: ValidationError) -> str:
+    """What is wrong with a submitted form, for the page. include_input=False: pydantic would otherwise
+    quote the rejected values, a password among them."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'form'}: {err['msg']}"
+        for err in exc.errors(include_input=False)
+    )
 
 
 def ui_path(request: Request, path: str) -> str:

@@ -58,6 +58,9 @@ class Settings(TemporalSettings):
     worker_temporal_tls_ca_file: Path | None = None
     worker_temporal_tls_server_name: str | None = None
 
+    # The Temporal UI as operators reach it: the console links each test to its workflow there.
+    temporal_ui_url: str | None = Field(default=None, pattern=r"^https?://")
+
     control_queue: str = "airlock-control"
     default_queue: str = "default"
     run_control_worker: bool = True

@@ -38,12 +38,15 @@ async def list_(
     connection_id: str | None,
     limit: int,
     offset: int,
+    queue: str | None = None,
 ) -> tuple[Sequence[ConnectionTest], int]:
     query = select(ConnectionTest)
     if state is not None:
         query = query.where(ConnectionTest.state == state)
     if connection_id is not None:
         query = query.where(ConnectionTest.connection_id == connection_id)
+    if queue is not None:
+        query = query.where(ConnectionTest.queue == queue)
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = await session.scalars(
         query.order_by(ConnectionTest.created_at.desc(), ConnectionTest.id).limit(limit).offset(offset)
@@ -226,7 +229,9 @@ async def stale_active(
     return list(rows)
 
 
-async def latest_per_connection(session: AsyncSession, connection_ids: Sequence[str]) -> dict[str, ConnectionTest]:
+async def latest_per_connection(
+    session: AsyncSession, connection_ids: Sequence[str]
+) -> dict[str, ConnectionTest]:
     """The newest test of each of these connections (one query, for a page of them)."""
     if not connection_ids:
         return {}
@@ -244,3 +249,13 @@ async def latest_per_connection(session: AsyncSession, connection_ids: Sequence[
         )
     )
     return {test.connection_id: test for test in rows if test.connection_id is not None}
+
+
+async def queues_with_waiting_tests(session: AsyncSession) -> dict[str, int]:
+    """How many tests wait (pending or queued) on each queue that has any."""
+    rows = await session.execute(
+        select(ConnectionTest.queue, func.count())
+        .where(ConnectionTest.state.in_([ConnectionTestState.PENDING, ConnectionTestState.QUEUED]))
+        .group_by(ConnectionTest.queue)
+    )
+    return {queue: count for queue, count in rows}

@@ -32,6 +32,12 @@ async function followTest(panel) {
   }
 }
 
+// A form that undoes something (a revocation) asks first.
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   const panel = document.querySelector("[data-test-state]");
   if (panel && !TERMINAL.has(panel.querySelector("[data-field=state]").classList[1])) followTest(panel);

@@ -57,11 +57,12 @@ async def list_tests(
     session: SessionDep,
     state: ConnectionTestState | None = None,
     connection_id: str | None = Query(None, max_length=250),
+    queue: str | None = Query(None, max_length=200),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> ConnectionTestList:
     rows, total = await connection_tests.list_(
-        session, state=state, connection_id=connection_id, limit=limit, offset=offset
+        session, state=state, connection_id=connection_id, queue=queue, limit=limit, offset=offset
     )
     return ConnectionTestList(tests=[to_response(t) for t in rows], total_entries=total)
 
