@@ -298,3 +298,56 @@ async def test_over_https_the_session_cookie_is_secure(make_stack) -> None:
         cookies = [c for c in answer.headers.get_list("set-cookie") if c.startswith("airlock_console=")]
         assert cookies and "secure" in {part.strip().lower() for part in cookies[0].split(";")}
         assert (await client.get("/ui/connections")).status_code == 200
+
+
+async def test_a_saved_connection_edited_keeping_its_password_tested_and_deleted(
+    stack, browser: Browser
+) -> None:
+    queue = await stack.serve_queue("console")
+    pg = make_url(services.postgres_url())
+    password = secret_scan.password()
+    async with stack.client() as api:
+        created = await api.post(
+            "/api/v2/connections",
+            json={
+                "connection_id": "ledger",
+                "conn_type": "postgres",
+                "host": pg.host,
+                "port": pg.port,
+                "login": pg.username,
+                "schema": pg.database,
+                "password": password,
+            },
+        )
+        assert created.status_code == 201, created.text
+    offline = await offline_page(browser)
+    page = offline.page
+    await _sign_in(page, stack.api.url, stack.secrets.admin_token)
+
+    # The edit form: the saved password is kept unless replaced, and never on the page.
+    await page.get_by_role("link", name="ledger", exact=True).click()
+    await expect(page.get_by_label("Keep the saved one")).to_be_checked(timeout=PAGE_TIMEOUT_MS)
+    await expect(page.get_by_label("New password")).to_have_value("")
+    assert password not in await page.content()
+    await page.get_by_label("Description").fill("finance")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("heading", name="Connections")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    async with stack.client() as api:
+        saved = (await api.get("/api/v2/connections/ledger")).json()
+    assert saved["description"] == "finance" and saved["has_password"] is True
+
+    # Tested from the form with the kept password: the server supplies it.
+    await page.get_by_role("link", name="ledger", exact=True).click()
+    await page.get_by_label("Test on queue").select_option(queue)
+    await page.get_by_role("button", name="Test").click()
+    await expect(page.locator("[data-field=state]")).to_have_text("success", timeout=PAGE_TIMEOUT_MS)
+
+    # Deleted, after saying yes.
+    await page.get_by_role("link", name="Back to the connections").click()
+    await page.get_by_role("link", name="ledger", exact=True).click()
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Delete ledger").click()
+    await expect(page.get_by_text("No connection is saved yet.")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    async with stack.client() as api:
+        assert (await api.get("/api/v2/connections/ledger")).status_code == 404
+    offline.assert_stayed_home()

@@ -13,11 +13,17 @@ from pydantic import ValidationError
 from airlock.plugins import installed_conn_types
 from api.console.web import PREFIX, ConsoleSessionDep, FormDep, page, problems, redirect
 from api.deps import RuntimeDep, SessionDep
-from api.public.datamodels import ConnectionCreate, ConnectionTestRequest
+from api.public.datamodels import ConnectionCreate, ConnectionTestRequest, ConnectionUpdate
 from api.public.routes.connection_tests import enqueue_test
-from api.public.routes.connections import create_connection, list_connections
+from api.public.routes.connections import (
+    create_connection,
+    delete_connection,
+    get_connection,
+    list_connections,
+    update_connection,
+)
 from api.public.routes.jobs import list_jobs
-from api.services import connection_tests
+from api.services import connection_tests, connections
 from api.services.errors import ServiceError
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -165,3 +171,135 @@ async def test_saved_connection(
             request, console.csrf, session, runtime, error=exc.detail, status_code=exc.status_code
         )
     return redirect(request, f"/tests/{test.id}")
+
+
+# On the edit form, the saved password is never shown: the operator keeps it, replaces it or clears it.
+PASSWORD_CHOICES = ("keep", "replace", "clear")
+EDITABLE = ("conn_type", "host", "port", "schema", "login", "description")
+
+
+@router.get("/connections/{connection_id}/edit")
+async def edit_connection_form(
+    request: Request, connection_id: str, console: ConsoleSessionDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    try:
+        saved = await get_connection(connection_id, session, runtime)
+    except ServiceError as exc:
+        return page(
+            request, "not_found.html", exc.status_code, csrf=console.csrf, section="", what=exc.detail
+        )
+    values = {
+        name: "" if value is None else str(value)
+        for name, value in saved.model_dump(
+            by_alias=True, include={"conn_type", "host", "port", "schema_", "login", "description"}
+        ).items()
+    }
+    return await _edit_page(
+        request, console.csrf, session, runtime, connection_id, values, saved.has_password
+    )
+
+
+async def _edit_page(
+    request: Request,
+    csrf: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    connection_id: str,
+    values: dict[str, str],
+    has_password: bool,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    return page(
+        request,
+        "connection_edit.html",
+        status_code,
+        csrf=csrf,
+        section="connections",
+        connection_id=connection_id,
+        conn_types=sorted(installed_conn_types()),
+        queues=await _queues(session, runtime),
+        values={name: value for name, value in values.items() if name != "password"},
+        has_password=has_password,
+        error=error,
+    )
+
+
+@router.post("/connections/{connection_id}/edit")
+async def submit_edit_form(
+    request: Request,
+    connection_id: str,
+    console: ConsoleSessionDep,
+    form: FormDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    choice = form.get("password_choice", "keep")
+    if choice not in PASSWORD_CHOICES:
+        choice = "keep"
+    # Empty fields clear their value; the password as chosen.
+    changes: dict[str, Any] = {name: form.get(name, "").strip() or None for name in EDITABLE}
+    if choice == "replace":
+        changes["password"] = form.get("password", "")
+    elif choice == "clear":
+        changes["password"] = None
+    try:
+        update = ConnectionUpdate.model_validate(changes)
+        if form.get("action") == "test":
+            # The fields as they would be saved, the kept password included: the server reads it, the
+            # page never does.
+            overrides = update.model_dump(exclude_unset=True, exclude={"description"})
+            if overrides.get("conn_type") is None:
+                overrides.pop("conn_type", None)
+            # Read in a transaction of its own, over before the test's: on SQLite they would share
+            # the one connection.
+            async with runtime.sessions() as reading:
+                saved = connections.fields_of(await connections.get(reading, connection_id), runtime.box)
+            fields = saved.model_copy(update=overrides)
+            body = ConnectionTestRequest.model_validate(
+                {
+                    **fields.model_dump(by_alias=True, exclude_none=True),
+                    "description": update.description,
+                    "connection_id": connection_id,
+                    "queue": form.get("queue") or None,
+                    "commit_on_success": form.get("commit_on_success") == "on",
+                }
+            )
+            test = await enqueue_test(body, runtime)
+            return redirect(request, f"/tests/{test.id}")
+        await update_connection(connection_id, update, session, runtime)
+    except ValidationError as exc:
+        return await _edit_page(
+            request, console.csrf, session, runtime, connection_id, form, choice == "keep", problems(exc), 422
+        )
+    except ServiceError as exc:
+        return await _edit_page(
+            request,
+            console.csrf,
+            session,
+            runtime,
+            connection_id,
+            form,
+            choice == "keep",
+            exc.detail,
+            exc.status_code,
+        )
+    return redirect(request, "/connections")
+
+
+@router.post("/connections/{connection_id}/delete")
+async def delete_saved_connection(
+    request: Request,
+    connection_id: str,
+    console: ConsoleSessionDep,
+    _: FormDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    try:
+        await delete_connection(connection_id, session)
+    except ServiceError as exc:
+        return await _list_page(
+            request, console.csrf, session, runtime, error=exc.detail, status_code=exc.status_code
+        )
+    return redirect(request, "/connections")
