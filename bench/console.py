@@ -61,12 +61,15 @@ PAGES = (
     "/ui/tests?queue=queue-7",
     "/ui/tests?connection_id=conn-42&offset=50",
     "/ui/tests/{test_id}",
+    "/ui/triggers",
+    "/ui/triggers?state=running",
+    "/ui/triggers/{trigger_id}",
     "/ui/workers",
 )
 
 
-def seed(database_url: str, tests: int, workers: int, connections: int, triggers: int = 0) -> str:
-    """Fill the database; return one test's id (its page is timed too)."""
+def seed(database_url: str, tests: int, workers: int, connections: int, triggers: int) -> dict[str, str]:
+    """Fill the database; return one test's and one trigger's id (their pages are timed too)."""
     now = datetime.now(UTC)
     states = list(ConnectionTestState)
     test_rows: list[dict[str, Any]] = []
@@ -149,7 +152,7 @@ def seed(database_url: str, tests: int, workers: int, connections: int, triggers
             if rows:
                 db.execute(insert(model), rows)
     engine.dispose()
-    return str(test_rows[-1]["id"])
+    return {"test_id": str(test_rows[-1]["id"]), "trigger_id": str(trigger_rows[-1]["id"])}
 
 
 async def sign_in(client: httpx.AsyncClient, token: str) -> None:
@@ -160,10 +163,10 @@ async def sign_in(client: httpx.AsyncClient, token: str) -> None:
     assert answer.status_code == 303, answer.text
 
 
-async def time_pages(client: httpx.AsyncClient, requests: int, test_id: str) -> dict[str, list[float]]:
+async def time_pages(client: httpx.AsyncClient, requests: int, ids: dict[str, str]) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {}
     for template in PAGES:
-        path = template.format(test_id=test_id)
+        path = template.format(**ids)
         samples = []
         for n in range(requests + 1):
             started = time.perf_counter()
@@ -203,11 +206,11 @@ async def bench(
         try:
             async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
                 await sign_in(client, secrets.admin_token)
-                # The baseline: one test (a test's page needs one), nothing else.
-                one = seed(database_url, 1, 0, 0)
+                # The baseline: one test and one trigger (their pages need one), nothing else.
+                one = seed(database_url, 1, 0, 0, 1)
                 empty = await time_pages(client, args.requests, one)
-                test_id = seed(database_url, args.tests, args.workers, CONNECTIONS, args.triggers)
-                full = await time_pages(client, args.requests, test_id)
+                ids = seed(database_url, args.tests, args.workers, CONNECTIONS, args.triggers)
+                full = await time_pages(client, args.requests, ids)
         finally:
             await api.stop()
     return empty, full

@@ -20,6 +20,7 @@ from api.db.models import ConnectionTest
 from api.db.session import sync_url
 from tests import secret_scan, services
 from tests.browser import offline_page
+from tests.test_triggers import start_triggerer
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PAGE_TIMEOUT_MS = 20_000
@@ -350,4 +351,50 @@ async def test_a_saved_connection_edited_keeping_its_password_tested_and_deleted
     await expect(page.get_by_text("No connection is saved yet.")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     async with stack.client() as api:
         assert (await api.get("/api/v2/connections/ledger")).status_code == 404
+    offline.assert_stayed_home()
+
+
+async def test_a_triggers_log_follows_live_and_it_is_cancelled_from_its_page(
+    stack, browser: Browser, tmp_path: Path
+) -> None:
+    queue = await start_triggerer(stack)
+    marker = tmp_path / "cleanup"
+    async with stack.client() as api:
+        created = await api.post(
+            "/api/v2/triggers",
+            json={
+                "classpath": "tests.trigger_classes.TickingTrigger",
+                "kwargs": {"marker": str(marker)},
+                "queue": queue,
+            },
+        )
+        assert created.status_code in (200, 201, 202), created.text
+        trigger_id = created.json()["id"]
+    offline = await offline_page(browser)
+    page = offline.page
+    await _sign_in(page, stack.api.url, stack.secrets.admin_token)
+    await page.get_by_role("link", name="Triggers", exact=True).click()
+    await page.get_by_label("Queue").fill(queue)
+    await page.get_by_role("button", name="Filter").click()
+    await page.get_by_role("link", name=trigger_id).click()
+    await expect(page.locator("[data-field=state]")).to_have_text("running", timeout=PAGE_TIMEOUT_MS)
+
+    # Lines the triggerer ships after the page loaded appear on it, without a reload.
+    lines = page.locator("ol.log li")
+    await expect(lines.filter(has_text="tick 1").first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    shown = await lines.count()
+    await page.wait_for_function(
+        "n => document.querySelectorAll('ol.log li').length >= n + 3", arg=shown, timeout=PAGE_TIMEOUT_MS
+    )
+    await _screenshot(page, tmp_path / "trigger.png")
+
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Cancel the trigger").click()
+    await expect(page.locator("[data-field=state]")).to_have_text("cancelled", timeout=PAGE_TIMEOUT_MS)
+    for _ in range(100):  # the triggerer runs the trigger's cleanup
+        if marker.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert marker.read_text() == "cleaned up"
+    assert not secret_scan.SESSION.scan(await page.content(), "console: a trigger page")
     offline.assert_stayed_home()

@@ -37,3 +37,22 @@ class WaitForeverTrigger(BaseTrigger):
 class SucceedTaskTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         yield TaskSuccessEvent({"rows": 3})
+
+
+class TickingTrigger(BaseTrigger):
+    """Logs a line every half second until it is cancelled; its cleanup leaves a marker file."""
+
+    def __init__(self, *, marker: str, **kwargs: Any) -> None:
+        super().__init__(marker=marker, **kwargs)
+        self.marker = Path(marker)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        tick = 0
+        while True:
+            tick += 1
+            self.log.info("tick %d", tick)
+            await asyncio.sleep(0.5)
+        yield  # pragma: no cover
+
+    async def cleanup(self) -> None:
+        self.marker.write_text("cleaned up")

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from api.console import auth, connection_tests, connections, workers
+from api.console import auth, connection_tests, connections, triggers, workers
 from api.console.web import ASSETS_PATH, redirect
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -20,7 +20,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 def mount_console(app: FastAPI) -> None:
     """``/ui`` and its files; ``/`` leads there."""
-    for module in (auth, connections, connection_tests, workers):
+    for module in (auth, connections, connection_tests, triggers, workers):
         app.include_router(module.router)
     app.mount(ASSETS_PATH, StaticFiles(directory=STATIC_DIR), name="console-static")
 

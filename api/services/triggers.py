@@ -44,11 +44,13 @@ async def get(session: AsyncSession, trigger_id: str, *, lock: bool = False) -> 
 
 
 async def list_(
-    session: AsyncSession, *, state: TriggerState | None, limit: int, offset: int
+    session: AsyncSession, *, state: TriggerState | None, limit: int, offset: int, queue: str | None = None
 ) -> tuple[Sequence[Trigger], int]:
     query = select(Trigger)
     if state is not None:
         query = query.where(Trigger.state == state)
+    if queue is not None:
+        query = query.where(Trigger.queue == queue)
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = await session.scalars(
         query.order_by(Trigger.created_at.desc(), Trigger.id).limit(limit).offset(offset)

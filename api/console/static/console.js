@@ -38,7 +38,58 @@ document.addEventListener("submit", (event) => {
   if (question && !window.confirm(question)) event.preventDefault();
 });
 
+// A trigger's page: its state, and its log lines as the triggerer ships them, until it ends.
+const TRIGGER_ENDED = new Set(["fired", "failed", "timed_out", "cancelled"]);
+const TRIGGER_POLL_MS = 1000;
+
+function appendLines(log, lines) {
+  for (const line of lines) {
+    const item = document.createElement("li");
+    const time = document.createElement("time");
+    time.textContent = line.logged_at.slice(11, 19);
+    const level = document.createElement("span");
+    level.className = "level";
+    level.textContent = line.level;
+    item.append(time, " ", level, " ", line.message);
+    log.append(item);
+    log.dataset.afterId = String(line.id);
+  }
+}
+
+async function followTrigger(panel, log) {
+  for (;;) {
+    let ended = false;
+    try {
+      const state = await fetch(panel.dataset.triggerState, { headers: { Accept: "application/json" } });
+      if (state.ok) {
+        const trigger = await state.json();
+        const field = panel.querySelector("[data-field=state]");
+        field.textContent = trigger.state;
+        field.className = `state ${trigger.state}`;
+        for (const name of ["triggerer", "event_type", "event_payload", "failure", "started_at", "finished_at"]) {
+          panel.querySelector(`[data-field=${name}]`).textContent = trigger[name] || "–";
+        }
+        ended = TRIGGER_ENDED.has(trigger.state);
+        if (ended) panel.querySelector("form")?.remove();
+      }
+      const lines = await fetch(`${log.dataset.triggerLogs}?after_id=${log.dataset.afterId}`, {
+        headers: { Accept: "application/json" },
+      });
+      if (lines.ok) appendLines(log, (await lines.json()).lines);
+    } catch (error) {
+      // The API is away for a moment: keep following.
+    }
+    if (ended) return;
+    await new Promise((resolve) => setTimeout(resolve, TRIGGER_POLL_MS));
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const panel = document.querySelector("[data-test-state]");
   if (panel && !TERMINAL.has(panel.querySelector("[data-field=state]").classList[1])) followTest(panel);
+  const trigger = document.querySelector("[data-trigger-state]");
+  const log = document.querySelector("[data-trigger-logs]");
+  if (trigger && log && !TRIGGER_ENDED.has(trigger.querySelector("[data-field=state]").classList[1])) {
+    followTrigger(trigger, log);
+  }
 });

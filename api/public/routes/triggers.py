@@ -56,10 +56,11 @@ async def create_trigger(body: TriggerCreate, runtime: RuntimeDep) -> TriggerRes
 async def list_triggers(
     session: SessionDep,
     state: TriggerState | None = None,
+    queue: str | None = Query(None, max_length=200),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> TriggerList:
-    rows, total = await triggers.list_(session, state=state, limit=limit, offset=offset)
+    rows, total = await triggers.list_(session, state=state, queue=queue, limit=limit, offset=offset)
     return TriggerList(triggers=[to_response(t) for t in rows], total_entries=total)
 
 
