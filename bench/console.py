@@ -231,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         empty, full = run_like_the_api(bench(args, Path(tmp)))
     print(f"\nconsole pages, {args.requests} requests each; {machine_info()}")
     print(
-        f"baseline: 1 test; full: {args.tests} tests, {args.triggers} triggers, {CONNECTIONS} connections, "
-        f"{args.workers} jobs and credentials\n"
+        f"baseline: 1 test, 1 trigger; full: {args.tests} tests, {args.triggers} triggers, "
+        f"{CONNECTIONS} connections, {args.workers} jobs and credentials\n"
     )
     print(f"{'page':44} {'empty p50':>10} {'p99':>7} {'full p50':>10} {'p99':>7}  (ms)")
     for page in PAGES:
