@@ -398,3 +398,29 @@ async def test_a_triggers_log_follows_live_and_it_is_cancelled_from_its_page(
     assert marker.read_text() == "cleaned up"
     assert not secret_scan.SESSION.scan(await page.content(), "console: a trigger page")
     offline.assert_stayed_home()
+
+
+async def test_connections_found_by_a_part_of_their_id_or_host_and_by_type(stack) -> None:
+    rows = (
+        {"connection_id": "alpha-db", "conn_type": "postgres", "host": "db1.example"},
+        {"connection_id": "beta", "conn_type": "redis", "host": "cache.EXAMPLE"},
+        {"connection_id": "x_y", "conn_type": "tcp", "host": "h"},
+    )
+    async with stack.client() as api:
+        for row in rows:
+            assert (await api.post("/api/v2/connections", json=row)).status_code == 201
+
+        async def found(**params: str) -> list[str]:
+            listed = (await api.get("/api/v2/connections", params=params)).json()
+            return [c["connection_id"] for c in listed["connections"]]
+
+        assert await found(search="example") == ["alpha-db", "beta"]
+        assert await found(search="_") == ["x_y"]  # LIKE's wildcard matches itself
+        assert await found(search="%") == []
+        assert await found(conn_type="redis") == ["beta"]
+        assert await found(search="a", conn_type="postgres") == ["alpha-db"]
+    async with httpx.AsyncClient(base_url=stack.api.url) as client:
+        await _signed_in(client, stack.secrets.admin_token)
+        page = await client.get("/ui/connections", params={"search": "EXAMPLE", "conn_type": "redis"})
+    assert page.status_code == 200
+    assert "/ui/connections/beta/edit" in page.text and "alpha-db" not in page.text

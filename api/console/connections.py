@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -63,9 +64,12 @@ async def connections_page(
     console: ConsoleSessionDep,
     session: SessionDep,
     runtime: RuntimeDep,
+    search: str = Query("", max_length=250),
+    conn_type: str = Query("", max_length=50),
     offset: int = Query(0, ge=0, le=10**9),
 ) -> Response:
-    return await _list_page(request, console.csrf, session, runtime, offset)
+    filters = {k: v for k, v in (("search", search.strip()), ("conn_type", conn_type)) if v}
+    return await _list_page(request, console.csrf, session, runtime, offset, filters)
 
 
 async def _list_page(
@@ -74,10 +78,19 @@ async def _list_page(
     session: SessionDep,
     runtime: RuntimeDep,
     offset: int = 0,
+    filters: dict[str, str] | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    listed = await list_connections(session, runtime, limit=PAGE_SIZE, offset=offset)
+    filters = filters or {}
+    listed = await list_connections(
+        session,
+        runtime,
+        search=filters.get("search"),
+        conn_type=filters.get("conn_type"),
+        limit=PAGE_SIZE,
+        offset=offset,
+    )
     ids = [c.connection_id for c in listed.connections]
     latest = await connection_tests.latest_per_connection(session, ids)
     return page(
@@ -93,6 +106,9 @@ async def _list_page(
         offset=offset,
         page_size=PAGE_SIZE,
         queues=await _queues(session, runtime),
+        conn_types=sorted(installed_conn_types()),
+        filters=filters,
+        query=urlencode(filters),
         error=error,
     )
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,11 +60,28 @@ async def revision_of(session: AsyncSession, connection_id: str) -> str | None:
     return revision
 
 
-async def list_(session: AsyncSession, *, limit: int, offset: int) -> tuple[list[Connection], int]:
-    total = await session.scalar(select(func.count()).select_from(Connection)) or 0
-    rows = await session.scalars(
-        select(Connection).order_by(Connection.connection_id).limit(limit).offset(offset)
-    )
+async def list_(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    search: str | None = None,
+    conn_type: str | None = None,
+) -> tuple[list[Connection], int]:
+    """A page of connections by id; ``search`` matches a part of the id or the host, any case."""
+    query = select(Connection)
+    if search:
+        # autoescape: LIKE's wildcards in the search match themselves.
+        query = query.where(
+            or_(
+                Connection.connection_id.icontains(search, autoescape=True),
+                Connection.host.icontains(search, autoescape=True),
+            )
+        )
+    if conn_type:
+        query = query.where(Connection.conn_type == conn_type)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(query.order_by(Connection.connection_id).limit(limit).offset(offset))
     return list(rows), total
 
 

@@ -27,10 +27,14 @@ async def create_connection(
 async def list_connections(
     session: SessionDep,
     runtime: RuntimeDep,
+    search: str | None = Query(None, max_length=250, description="a part of the id or the host, any case"),
+    conn_type: str | None = Query(None, max_length=50),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_DB_INT),
 ) -> ConnectionList:
-    rows, total = await connections.list_(session, limit=limit, offset=offset)
+    rows, total = await connections.list_(
+        session, limit=limit, offset=offset, search=search, conn_type=conn_type
+    )
     return ConnectionList(
         connections=[connections.to_response(c, runtime.box) for c in rows], total_entries=total
     )
