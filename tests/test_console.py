@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from api.console.web import CONTENT_SECURITY_POLICY
-from api.db.models import ConnectionTest
+from api.db.models import ConnectionTest, Trigger
 from api.db.session import sync_url
 from tests import secret_scan, services
 from tests.browser import offline_page
@@ -424,3 +424,39 @@ async def test_connections_found_by_a_part_of_their_id_or_host_and_by_type(stack
         page = await client.get("/ui/connections", params={"search": "EXAMPLE", "conn_type": "redis"})
     assert page.status_code == 200
     assert "/ui/connections/beta/edit" in page.text and "alpha-db" not in page.text
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map(e => e.outerHTML)"""
+
+
+async def test_every_form_control_of_every_page_is_labelled(
+    stack, browser: Browser, database_url: str
+) -> None:
+    test_id, trigger_id = str(uuid.uuid4()), str(uuid.uuid4())
+    with Session(create_engine(sync_url(database_url))) as db, db.begin():
+        db.add(ConnectionTest(id=test_id, state="failed", queue="q", timeout=30, conn_type="tcp"))
+        db.add(Trigger(id=trigger_id, classpath="airlock.triggers.HttpTrigger", queue="q", state="failed"))
+    async with stack.client() as api:
+        await api.post("/api/v2/connections", json={"connection_id": "c1", "conn_type": "tcp", "host": "h"})
+    offline = await offline_page(browser)
+    page = offline.page
+    await page.goto(f"{stack.api.url}/ui/login")
+    assert await page.evaluate(UNLABELLED) == []
+    await _sign_in(page, stack.api.url, stack.secrets.admin_token)
+    for path in (
+        "/ui/connections",
+        "/ui/connections/new",
+        "/ui/connections/c1/edit",
+        "/ui/tests",
+        f"/ui/tests/{test_id}",
+        "/ui/triggers",
+        f"/ui/triggers/{trigger_id}",
+        "/ui/workers",
+    ):
+        await page.goto(f"{stack.api.url}{path}")
+        await expect(page.locator("h1")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+        assert await page.evaluate(UNLABELLED) == [], path
+    offline.assert_stayed_home()
+    assert offline.blocked == []  # nothing the Content-Security-Policy had to stop
