@@ -431,7 +431,7 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
     .map(e => e.outerHTML)"""
 
 
-async def test_every_form_control_of_every_page_is_labelled(
+async def test_every_form_control_of_every_page_is_labelled_and_the_keyboard_reaches_test(
     stack, browser: Browser, database_url: str
 ) -> None:
     test_id, trigger_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -458,5 +458,16 @@ async def test_every_form_control_of_every_page_is_labelled(
         await page.goto(f"{stack.api.url}{path}")
         await expect(page.locator("h1")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
         assert await page.evaluate(UNLABELLED) == [], path
+
+    # The keyboard alone reaches a row's Test button and presses it.
+    await page.goto(f"{stack.api.url}/ui/connections")
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.getAttribute('aria-label')") == "Test c1":
+            break
+    else:
+        raise AssertionError("Tab never reached the Test button")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Connection test")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     offline.assert_stayed_home()
     assert offline.blocked == []  # nothing the Content-Security-Policy had to stop
