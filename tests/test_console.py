@@ -14,12 +14,15 @@ from playwright.async_api import Browser, Page, expect
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from starlette.requests import Request
 
+from api.console.session import SESSION_COOKIE, open_session, read_session
 from api.console.web import CONTENT_SECURITY_POLICY
 from api.db.models import ConnectionTest, Trigger
 from api.db.session import sync_url
 from tests import secret_scan, services
 from tests.browser import offline_page
+from tests.stack import stack_settings
 from tests.test_triggers import start_triggerer
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -471,3 +474,17 @@ async def test_every_form_control_of_every_page_is_labelled_and_the_keyboard_rea
     await expect(page.get_by_role("heading", name="Connection test")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     offline.assert_stayed_home()
     assert offline.blocked == []  # nothing the Content-Security-Policy had to stop
+
+
+def test_rotating_the_admin_token_ends_every_console_session(dev_secrets) -> None:
+    settings = stack_settings(dev_secrets, "127.0.0.1:7233", "sqlite://")
+    cookie, session = open_session(settings)
+
+    def request_with(value: str) -> Request:
+        return Request({"type": "http", "headers": [(b"cookie", f"{SESSION_COOKIE}={value}".encode())]})
+
+    assert read_session(settings, request_with(cookie)) == session
+    rotated = settings.model_copy(update={"admin_token": secret_scan.SESSION.new(secret_scan.TOKEN)})
+    assert read_session(rotated, request_with(cookie)) is None
+    other_secret = settings.model_copy(update={"jwt_secret": "another-jwt-secret-of-enough-length-000"})
+    assert read_session(other_secret, request_with(cookie)) is None
