@@ -488,3 +488,17 @@ def test_rotating_the_admin_token_ends_every_console_session(dev_secrets) -> Non
     assert read_session(rotated, request_with(cookie)) is None
     other_secret = settings.model_copy(update={"jwt_secret": "another-jwt-secret-of-enough-length-000"})
     assert read_session(other_secret, request_with(cookie)) is None
+
+
+async def test_a_worker_name_taken_already_is_an_error_on_the_page(stack) -> None:
+    await stack.provision("taken", ["q1"])
+    async with httpx.AsyncClient(base_url=stack.api.url) as client:
+        await _signed_in(client, stack.secrets.admin_token)
+        csrf = _csrf(await client.get("/ui/workers"))
+        # provision() names workers uniquely: find the name it gave.
+        async with stack.client() as api:
+            name = next(w["name"] for w in (await api.get("/api/v2/workers")).json()["workers"])
+        again = await client.post("/ui/workers", data={"csrf": csrf, "name": name, "queues": "q2"})
+        invalid = await client.post("/ui/workers", data={"csrf": csrf, "name": "Not A Name", "queues": ""})
+    assert again.status_code == 409 and "exists already" in again.text, again.text
+    assert invalid.status_code == 422 and "name" in invalid.text

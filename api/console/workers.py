@@ -66,7 +66,10 @@ async def add_worker_credential(
                 "expires_in_days": form.get("expires_in_days") or 365,
             }
         )
-        added = await add_worker(body, session, runtime)
+        # A savepoint: a name taken already fails the insert, and the page is drawn again in this
+        # transaction.
+        async with session.begin_nested():
+            added = await add_worker(body, session, runtime)
     except ValidationError as exc:
         return await _workers_page(request, console.csrf, session, runtime, problems(exc), 422)
     except ServiceError as exc:
