@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from airlock.protocol import connection_test_workflow_id
 from airlock.states import ConnectionTestState
-from api.console.web import PREFIX, ConsoleSessionDep, page
+from api.console.web import PREFIX, ConsoleSessionDep, not_found, page
 from api.deps import RuntimeDep, SessionDep
 from api.public.datamodels import ConnectionTestResponse
 from api.public.routes.connection_tests import get_test, list_tests
@@ -72,9 +72,7 @@ async def test_page(
     try:
         test = await get_test(test_id, session)
     except ServiceError as exc:
-        return page(
-            request, "not_found.html", exc.status_code, csrf=console.csrf, section="", what=exc.detail
-        )
+        return not_found(request, console.csrf, exc)
     return page(
         request,
         "test.html",

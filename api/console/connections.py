@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from airlock.plugins import installed_conn_types
-from api.console.web import PREFIX, ConsoleSessionDep, FormDep, page, problems, redirect
+from api.console.web import PREFIX, ConsoleSessionDep, FormDep, not_found, page, problems, redirect
 from api.deps import RuntimeDep, SessionDep
 from api.public.datamodels import ConnectionCreate, ConnectionTestRequest, ConnectionUpdate
 from api.public.routes.connection_tests import enqueue_test
@@ -201,9 +201,7 @@ async def edit_connection_form(
     try:
         saved = await get_connection(connection_id, session, runtime)
     except ServiceError as exc:
-        return page(
-            request, "not_found.html", exc.status_code, csrf=console.csrf, section="", what=exc.detail
-        )
+        return not_found(request, console.csrf, exc)
     values = {
         name: "" if value is None else str(value)
         for name, value in saved.model_dump(

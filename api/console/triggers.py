@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from airlock.states import TriggerState
-from api.console.web import PREFIX, ConsoleSessionDep, FormDep, page, redirect
+from api.console.web import PREFIX, ConsoleSessionDep, FormDep, not_found, page, redirect
 from api.deps import RuntimeDep, SessionDep
 from api.public.datamodels import TriggerLogs, TriggerResponse
 from api.public.routes.triggers import cancel, get_logs, get_trigger, list_triggers
@@ -58,9 +58,7 @@ async def trigger_page(
         trigger = await get_trigger(trigger_id, session)
         logs = await get_logs(trigger_id, session, after_id=0, limit=LOG_LINES)
     except ServiceError as exc:
-        return page(
-            request, "not_found.html", exc.status_code, csrf=console.csrf, section="", what=exc.detail
-        )
+        return not_found(request, console.csrf, exc)
     return page(request, "trigger.html", csrf=console.csrf, section="triggers", trigger=trigger, logs=logs)
 
 
@@ -88,7 +86,5 @@ async def cancel_trigger(
     try:
         await cancel(trigger_id, runtime)
     except ServiceError as exc:
-        return page(
-            request, "not_found.html", exc.status_code, csrf=console.csrf, section="", what=exc.detail
-        )
+        return not_found(request, console.csrf, exc)
     return redirect(request, f"/triggers/{trigger_id}")

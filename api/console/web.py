@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from api.console.session import CSRF_FIELD, ConsoleSession, csrf_matches, form_fields, read_session
 from api.deps import RuntimeDep
+from api.services.errors import ServiceError
 
 PREFIX = "/ui"
 ASSETS_PATH = f"{PREFIX}/static"
@@ -67,6 +68,11 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
         ui=lambda path: ui_path(request, path), csrf_field=CSRF_FIELD, **context
     )
     return secured(HTMLResponse(html, status_code=status_code))
+
+
+def not_found(request: Request, csrf: str, exc: ServiceError) -> Response:
+    """The page for what the API refused to find (its own message and status)."""
+    return page(request, "not_found.html", exc.status_code, csrf=csrf, section="", what=exc.detail)
 
 
 def redirect(request: Request, path: str) -> Response:
