@@ -45,6 +45,20 @@ def _csrf(page: httpx.Response) -> str:
     return found.group(1)
 
 
+def _write(database_url: str, *rows: object) -> None:
+    """Rows a request cannot make on demand, written behind the API's back."""
+    engine = create_engine(sync_url(database_url), connect_args={"timeout": 30})
+    with Session(engine) as db, db.begin():
+        db.add_all(rows)
+    engine.dispose()
+
+
+async def _seed(database_url: str, *rows: object) -> None:
+    # In a thread: the API serves from this event loop, and a write it has begun must be able to end
+    # while this one waits for SQLite's lock.
+    await asyncio.to_thread(_write, database_url, *rows)
+
+
 async def _signed_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
     form = await client.get("/ui/login")
     return await client.post("/ui/login", data={"csrf": _csrf(form), "token": token})
@@ -224,12 +238,10 @@ async def test_a_connection_made_and_tested_from_the_form_shows_its_test_live(
 
 async def test_a_queue_with_tests_waiting_and_no_live_worker_is_flagged(stack, database_url: str) -> None:
     # A test left pending on a queue whose workers are gone (the API refuses new tests there).
-    with Session(create_engine(sync_url(database_url))) as db, db.begin():
-        db.add(
-            ConnectionTest(
-                id=str(uuid.uuid4()), state="pending", queue="orphaned", timeout=30, conn_type="tcp"
-            )
-        )
+    await _seed(
+        database_url,
+        ConnectionTest(id=str(uuid.uuid4()), state="pending", queue="orphaned", timeout=30, conn_type="tcp"),
+    )
     async with httpx.AsyncClient(base_url=stack.api.url) as client:
         await _signed_in(client, stack.secrets.admin_token)
         workers = await client.get("/ui/workers")
@@ -282,8 +294,9 @@ async def test_a_worker_credential_added_and_revoked_from_the_console(
 async def test_a_test_page_links_its_workflow_in_the_temporal_ui(make_stack, database_url: str) -> None:
     stack = await make_stack(temporal_ui_url="http://127.0.0.1:8233/")
     test_id = str(uuid.uuid4())
-    with Session(create_engine(sync_url(database_url))) as db, db.begin():
-        db.add(ConnectionTest(id=test_id, state="success", queue="q", timeout=30, conn_type="tcp"))
+    await _seed(
+        database_url, ConnectionTest(id=test_id, state="success", queue="q", timeout=30, conn_type="tcp")
+    )
     async with httpx.AsyncClient(base_url=stack.api.url) as client:
         await _signed_in(client, stack.secrets.admin_token)
         shown = await client.get(f"/ui/tests/{test_id}")
@@ -438,9 +451,11 @@ async def test_every_form_control_of_every_page_is_labelled_and_the_keyboard_rea
     stack, browser: Browser, database_url: str
 ) -> None:
     test_id, trigger_id = str(uuid.uuid4()), str(uuid.uuid4())
-    with Session(create_engine(sync_url(database_url))) as db, db.begin():
-        db.add(ConnectionTest(id=test_id, state="failed", queue="q", timeout=30, conn_type="tcp"))
-        db.add(Trigger(id=trigger_id, classpath="airlock.triggers.HttpTrigger", queue="q", state="failed"))
+    await _seed(
+        database_url,
+        ConnectionTest(id=test_id, state="failed", queue="q", timeout=30, conn_type="tcp"),
+        Trigger(id=trigger_id, classpath="airlock.triggers.HttpTrigger", queue="q", state="failed"),
+    )
     async with stack.client() as api:
         await api.post("/api/v2/connections", json={"connection_id": "c1", "conn_type": "tcp", "host": "h"})
     offline = await offline_page(browser)
