@@ -3,6 +3,7 @@
 An installed distribution (Airlock itself, or a third party's plugin) registers:
 
 * ``airlock.connection_testers``: a tester per conn_type, ``name = "module:function"``;
+* ``airlock.connection_forms``: how the console shows a conn_type's fields, ``name = "module:FORM"``;
 * ``airlock.triggers``: trigger classes a triggerer may run without listing them in its allowlist;
 * ``airlock.worker_roles``: what a worker process runs (connection tests, triggers);
 * ``airlock.commands``: subcommands of the ``airlock`` command line (the API's, the worker's).
@@ -14,11 +15,18 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airlock.sdk.forms import ConnectionForm
+
+log = logging.getLogger(__name__)
 
 TESTERS_GROUP = "airlock.connection_testers"
+FORMS_GROUP = "airlock.connection_forms"
 TRIGGERS_GROUP = "airlock.triggers"
 WORKER_ROLES_GROUP = "airlock.worker_roles"
 COMMANDS_GROUP = "airlock.commands"
@@ -41,6 +49,28 @@ def tester_entry_points() -> dict[str, EntryPoint]:
 def installed_conn_types() -> frozenset[str]:
     """The conn_types with a tester installed here (Airlock's own and plugins'), without loading any."""
     return frozenset(tester_entry_points())
+
+
+@functools.cache
+def connection_forms() -> dict[str, ConnectionForm]:
+    """The console's form of each conn_type that registers one. A form that does not load, or is not
+    a ``ConnectionForm``, is left out with a warning: that conn type shows every field."""
+    from airlock.sdk.forms import ConnectionForm  # airlock.sdk imports this module
+
+    forms: dict[str, ConnectionForm] = {}
+    for ep in entry_points(group=FORMS_GROUP):
+        try:
+            form = ep.load()
+        except Exception as exc:  # a plugin's broken module must not take the console down
+            log.warning("connection form %s (%s) did not load: %s", ep.name, ep.value, exc)
+            continue
+        if not isinstance(form, ConnectionForm):
+            log.warning(
+                "connection form %s (%s) is a %s, not a ConnectionForm", ep.name, ep.value, type(form)
+            )
+            continue
+        forms[ep.name] = form
+    return forms
 
 
 def trigger_entry_points() -> dict[str, str]:

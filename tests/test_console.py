@@ -184,7 +184,7 @@ async def test_a_connection_made_and_tested_from_the_form_shows_its_test_live(
     await page.get_by_label("Type").select_option("postgres")
     await page.get_by_label("Host").fill(pg.host or "127.0.0.1")
     await page.get_by_label("Port").fill(str(pg.port))
-    await page.get_by_label("Schema / database").fill(pg.database or "")
+    await page.get_by_label("Database").fill(pg.database or "")
     await page.get_by_label("Login").fill(pg.username or "")
     password = secret_scan.password()
     await page.get_by_label("Password").fill(password)
@@ -273,6 +273,12 @@ async def test_a_worker_credential_added_and_revoked_from_the_console(
     async with stack.client() as api:
         listed = (await api.get("/api/v2/workers")).json()["workers"]
     assert [w["queues"] for w in listed if w["name"] == "edge-console"] == [["net-console", "net-console-b"]]
+    # Saved as a file, from the page: the same lines, for `airlock worker --env-file`.
+    async with page.expect_download() as downloading:
+        await page.get_by_role("button", name="Download edge-console.env").click()
+    saved = await downloading.value
+    assert saved.suggested_filename == "edge-console.env"
+    assert Path(await saved.path()).read_text() == text
 
     # Never again: the workers page lists it without its credential.
     await page.get_by_role("link", name="Back to the workers").click()
@@ -447,6 +453,94 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
     .map(e => e.outerHTML)"""
 
 
+# What a keyboard user hears for the focused control: its label, its aria-label, or its text.
+FOCUSED = """() => { const e = document.activeElement;
+    return (e.labels && e.labels.length ? e.labels[0].textContent : e.getAttribute('aria-label') || e.textContent).trim() }"""
+
+
+async def _tab_to(page: Page, name: str) -> None:
+    for _ in range(60):
+        await page.keyboard.press("Tab")
+        if await page.evaluate(FOCUSED) == name:
+            return
+    raise AssertionError(f"Tab never reached {name!r}")
+
+
+async def test_the_form_shows_the_fields_a_type_uses_and_an_edit_is_saved_when_its_test_succeeds(
+    stack, browser: Browser
+) -> None:
+    queue = await stack.serve_queue("console")
+    pg = make_url(services.postgres_url())
+    api_token = secret_scan.password()
+    async with stack.client() as api:
+        created = await api.post(
+            "/api/v2/connections",
+            json={
+                "connection_id": "ledger",
+                "conn_type": "postgres",
+                "host": pg.host,
+                "port": pg.port,
+                "login": "airlock_nobody",
+                "schema": pg.database,
+                "extra": {"sslmode": "disable", "api_token": api_token},
+            },
+        )
+        assert created.status_code == 201, created.text
+    offline = await offline_page(browser)
+    page = offline.page
+    await _sign_in(page, stack.api.url, stack.secrets.admin_token)
+
+    # Each conn type's fields, under its labels; a field the type does not use is hidden.
+    await page.get_by_role("link", name="New connection").click()
+    await expect(page.get_by_label("Type")).to_have_value("postgres")
+    await expect(page.get_by_label("Database")).to_be_visible()
+    await expect(page.get_by_label("Extra (JSON object)")).to_have_attribute(
+        "placeholder", re.compile("sslmode")
+    )
+    await page.get_by_label("Type").select_option("sqlite")
+    await expect(page.get_by_label("Database file (on the worker)")).to_be_visible()
+    for hidden in ("#port", "#schema", "#login", "#password", "#extra"):
+        await expect(page.locator(hidden)).to_be_hidden()
+    await page.get_by_label("Type").select_option("tcp")
+    await expect(page.get_by_label("Port")).to_be_visible()
+    await expect(page.locator("#login")).to_be_hidden()
+
+    # Extra that is not a JSON object: said on the page, and what was typed is still there.
+    await page.get_by_label("Type").select_option("postgres")
+    await page.get_by_label("Connection id").fill("broken")
+    await page.get_by_label("Host").fill("db.example.internal")
+    await page.get_by_label("Extra (JSON object)").fill("{sslmode: require}")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("alert")).to_contain_text("extra is not valid JSON")
+    await expect(page.get_by_label("Host")).to_have_value("db.example.internal")
+    # The browser logs the page's 422 as a console error: the one error this flow expects.
+    assert offline.errors == [
+        "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+    ]
+    offline.errors.clear()
+
+    # The edit form: extra's secret shown masked; the login mended, tested, and saved on success.
+    await page.goto(f"{stack.api.url}/ui/connections/ledger/edit")
+    extra = page.get_by_label("Extra (JSON object)")
+    await expect(extra).to_have_value(re.compile(r'"api_token": "\*\*\*"'))
+    assert api_token not in await page.content()
+    await page.get_by_label("Login").fill(pg.username or "")
+    await page.get_by_label("Test on queue").select_option(queue)
+    await page.get_by_label("Save the changes if the test succeeds").check()
+    await page.get_by_role("button", name="Test").click()
+    await expect(page.locator("[data-field=state]")).to_have_text("success", timeout=PAGE_TIMEOUT_MS)
+    async with stack.client() as api:
+        for _ in range(50):
+            saved = (await api.get("/api/v2/connections/ledger")).json()
+            if saved["login"] == pg.username:
+                break
+            await asyncio.sleep(0.1)
+        assert saved["login"] == pg.username
+        assert (await api.get("/api/v2/connections/broken")).status_code == 404
+    assert saved["extra"] == {"sslmode": "disable", "api_token": "***"}
+    offline.assert_stayed_home()
+
+
 async def test_every_form_control_of_every_page_is_labelled_and_the_keyboard_reaches_test(
     stack, browser: Browser, database_url: str
 ) -> None:
@@ -479,14 +573,40 @@ async def test_every_form_control_of_every_page_is_labelled_and_the_keyboard_rea
 
     # The keyboard alone reaches a row's Test button and presses it.
     await page.goto(f"{stack.api.url}/ui/connections")
-    for _ in range(40):
-        await page.keyboard.press("Tab")
-        if await page.evaluate("document.activeElement.getAttribute('aria-label')") == "Test c1":
-            break
-    else:
-        raise AssertionError("Tab never reached the Test button")
+    await _tab_to(page, "Test c1")
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name="Connection test")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+
+    # A connection made with the keyboard alone: the type chosen by typing its name, and Tab passing
+    # over the fields that type does not use.
+    await page.goto(f"{stack.api.url}/ui/connections/new")
+    await _tab_to(page, "Connection id")
+    await page.keyboard.type("kbd")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("sqlite")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate(FOCUSED) == "Database file (on the worker)"
+    await page.keyboard.type("/var/lib/app/app.db")
+    visited = []
+    for _ in range(5):
+        await page.keyboard.press("Tab")
+        visited.append(await page.evaluate(FOCUSED))
+    assert visited == ["Description", "Test on queue", "Save it if the test succeeds", "Test", "Save"]
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("row", name=re.compile("kbd"))).to_contain_text(
+        "sqlite", timeout=PAGE_TIMEOUT_MS
+    )
+
+    # Then deleted with it: its link, the Delete button, Enter (and yes to the question).
+    await _tab_to(page, "kbd")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Connection kbd")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    await _tab_to(page, "Delete kbd")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("row", name=re.compile("kbd"))).to_have_count(0, timeout=PAGE_TIMEOUT_MS)
+    async with stack.client() as api:
+        assert (await api.get("/api/v2/connections/kbd")).status_code == 404
     offline.assert_stayed_home()
     assert offline.blocked == []  # nothing the Content-Security-Policy had to stop
 

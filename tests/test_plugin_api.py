@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from airlock.sdk import ConnectionForm
 from tests.stack import Stack, unique, wait_terminal
 from tests.test_triggers import defer, wait_trigger
 
@@ -114,3 +116,42 @@ async def test_a_third_party_tester_and_trigger_run_end_to_end(
     event = json.loads(resumed["next_kwargs"])["event"]["value"]
     assert event == {"path": str(watched), "line": "READY at last"}
     assert any("does not exist yet" in line["message"] for line in logs)
+    # The console's form for the type, as the plugin declares it (read in a process of its own: a
+    # process reads the registry once).
+    form = json.loads(
+        _python(
+            "import json; from airlock.plugins import connection_forms as f; print(json.dumps(f()['greeting'].as_json()))"
+        )
+    )
+    assert form["hidden"] == ["login", "password", "schema"]
+    assert form["labels"]["extra"] == "Extra: the greeting expected" and form["labels"]["host"] == "Host"
+
+
+def _python(code: str, **env: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_a_form_that_does_not_load_leaves_its_type_with_every_field(tmp_path: Path) -> None:
+    """A plugin's broken form module, or an entry that is not a ConnectionForm, costs that conn type
+    its labels, not the console: the entries are installed for real, as a distribution's metadata."""
+    dist = tmp_path / "broken_forms-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-forms\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[airlock.connection_forms]\nmissing = no_such_module:FORM\nnot_a_form = json:dumps\n"
+    )
+    out = _python(
+        "from airlock.plugins import connection_forms as f; print(sorted(f()))", PYTHONPATH=str(tmp_path)
+    )
+    assert "'missing'" not in out and "'not_a_form'" not in out and "'postgres'" in out
+    assert "connection form missing (no_such_module:FORM) did not load" in out
+    assert "connection form not_a_form (json:dumps) is a" in out
+
+
+def test_a_form_naming_a_field_that_does_not_exist_is_refused() -> None:
+    with pytest.raises(ValueError, match="'hots' is not a connection form field"):
+        ConnectionForm(hidden=frozenset({"hots"}))  # type: ignore[arg-type]

@@ -6,6 +6,12 @@ under its conn_type::
     [project.entry-points."airlock.connection_testers"]
     mongodb = "mypkg.testers:test_mongodb"
 
+The console shows a conn_type's form as its :class:`ConnectionForm` says (fields hidden, labels,
+placeholders), registered in a module that imports no driver::
+
+    [project.entry-points."airlock.connection_forms"]
+    mongodb = "mypkg.forms:MONGODB_FORM"
+
 A **trigger** subclasses :class:`BaseTrigger` (or :class:`PollingTrigger` for "check every N seconds")
 and is registered by name; a task defers to it by classpath (``mypkg.triggers.S3KeyTrigger``), and
 a triggerer runs registered triggers without listing them in its allowlist::
@@ -19,7 +25,8 @@ API and may move.
 """
 
 from airlock.connection import ConnectionFields
-from airlock.plugins import TESTERS_GROUP, TRIGGERS_GROUP
+from airlock.plugins import FORMS_GROUP, TESTERS_GROUP, TRIGGERS_GROUP
+from airlock.sdk.forms import ConnectionForm
 from airlock.sdk.testers import Tester
 from airlock.sdk.triggers import (
     BaseTrigger,
@@ -34,10 +41,12 @@ from airlock.sdk.triggers import (
 from airlock.secrets import connection_secrets, scrub
 
 __all__ = [
+    "FORMS_GROUP",
     "TESTERS_GROUP",
     "TRIGGERS_GROUP",
     "BaseTrigger",
     "ConnectionFields",
+    "ConnectionForm",
     "PollingTrigger",
     "TaskFailedEvent",
     "TaskSkippedEvent",

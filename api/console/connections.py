@@ -3,6 +3,7 @@ which leads to the test's page (connection_tests.py)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -11,7 +12,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from airlock.plugins import installed_conn_types
+from airlock.plugins import connection_forms, installed_conn_types
+from airlock.sdk.forms import EVERY_FIELD
+from airlock.secrets import unmask
 from api.console.web import PREFIX, ConsoleSessionDep, FormDep, not_found, page, problems, redirect
 from api.deps import RuntimeDep, SessionDep
 from api.public.datamodels import ConnectionCreate, ConnectionTestRequest, ConnectionUpdate
@@ -42,8 +45,51 @@ CONNECTION_FIELDS = (
 )
 
 
+# A new connection's conn type unless the operator picks another.
+DEFAULT_CONN_TYPE = "postgres"
+
+
+class BadExtra(ValueError):
+    pass
+
+
+def _extra(form: dict[str, str]) -> dict[str, Any] | None:
+    """The extra field's JSON object; None when empty. Raises :class:`BadExtra`."""
+    text = form.get("extra", "").strip()
+    if not text:
+        return None
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadExtra(
+            f"extra is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(extra, dict):
+        raise BadExtra('extra must be a JSON object, such as {"sslmode": "require"}')
+    return extra
+
+
 def _submitted(form: dict[str, str]) -> dict[str, Any]:
-    return {name: form[name] for name in CONNECTION_FIELDS if form.get(name, "").strip()}
+    fields: dict[str, Any] = {name: form[name] for name in CONNECTION_FIELDS if form.get(name, "").strip()}
+    extra = _extra(form)
+    if extra is not None:
+        fields["extra"] = extra
+    return fields
+
+
+def _form_context(values: dict[str, str]) -> dict[str, Any]:
+    """What both connection forms draw: the conn types, the chosen one's form, and every type's form
+    for the script to apply when the type changes."""
+    conn_types = sorted(installed_conn_types())
+    forms = {conn_type: connection_forms().get(conn_type, EVERY_FIELD) for conn_type in conn_types}
+    chosen = values.get("conn_type", "")
+    return {
+        "conn_types": conn_types,
+        "form": forms.get(chosen, EVERY_FIELD),
+        "forms_json": json.dumps({conn_type: form.as_json() for conn_type, form in forms.items()}),
+        # The password is write-only: never sent back into the form.
+        "values": {name: value for name, value in values.items() if name != "password"},
+    }
 
 
 async def _queues(session: SessionDep, runtime: RuntimeDep) -> list[str]:
@@ -117,7 +163,8 @@ async def _list_page(
 async def new_connection_form(
     request: Request, console: ConsoleSessionDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    return await _form_page(request, console.csrf, session, runtime, {})
+    default = DEFAULT_CONN_TYPE if DEFAULT_CONN_TYPE in installed_conn_types() else ""
+    return await _form_page(request, console.csrf, session, runtime, {"conn_type": default})
 
 
 async def _form_page(
@@ -129,18 +176,15 @@ async def _form_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    # The password is write-only: never sent back into the form.
-    shown = {name: value for name, value in values.items() if name != "password"}
     return page(
         request,
         "connection_form.html",
         status_code,
         csrf=csrf,
         section="connections",
-        conn_types=sorted(installed_conn_types()),
         queues=await _queues(session, runtime),
-        values=shown,
         error=error,
+        **_form_context(values),
     )
 
 
@@ -148,8 +192,8 @@ async def _form_page(
 async def submit_connection_form(
     request: Request, console: ConsoleSessionDep, form: FormDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    fields = _submitted(form)
     try:
+        fields = _submitted(form)
         if form.get("action") == "test":
             body = ConnectionTestRequest.model_validate(
                 {
@@ -161,8 +205,9 @@ async def submit_connection_form(
             test = await enqueue_test(body, runtime)
             return redirect(request, f"/tests/{test.id}")
         await create_connection(ConnectionCreate.model_validate(fields), session, runtime)
-    except ValidationError as exc:
-        return await _form_page(request, console.csrf, session, runtime, form, problems(exc), 422)
+    except (BadExtra, ValidationError) as exc:
+        problem = str(exc) if isinstance(exc, BadExtra) else problems(exc)
+        return await _form_page(request, console.csrf, session, runtime, form, problem, 422)
     except ServiceError as exc:
         return await _form_page(request, console.csrf, session, runtime, form, exc.detail, exc.status_code)
     return redirect(request, "/connections")
@@ -208,6 +253,8 @@ async def edit_connection_form(
             by_alias=True, include={"conn_type", "host", "port", "schema_", "login", "description"}
         ).items()
     }
+    # Sensitive values come masked ("***"); sent back unchanged, they keep the saved ones.
+    values["extra"] = json.dumps(saved.extra, indent=2) if saved.extra else ""
     return await _edit_page(
         request, console.csrf, session, runtime, connection_id, values, saved.has_password
     )
@@ -231,11 +278,10 @@ async def _edit_page(
         csrf=csrf,
         section="connections",
         connection_id=connection_id,
-        conn_types=sorted(installed_conn_types()),
         queues=await _queues(session, runtime),
-        values={name: value for name, value in values.items() if name != "password"},
         has_password=has_password,
         error=error,
+        **_form_context(values),
     )
 
 
@@ -251,13 +297,15 @@ async def submit_edit_form(
     choice = form.get("password_choice", "keep")
     if choice not in PASSWORD_CHOICES:
         choice = "keep"
-    # Empty fields clear their value; the password as chosen.
+    # Empty fields clear their value (fields the conn type does not use arrive empty); the password
+    # as chosen.
     changes: dict[str, Any] = {name: form.get(name, "").strip() or None for name in EDITABLE}
     if choice == "replace":
         changes["password"] = form.get("password", "")
     elif choice == "clear":
         changes["password"] = None
     try:
+        changes["extra"] = _extra(form) or {}
         update = ConnectionUpdate.model_validate(changes)
         if form.get("action") == "test":
             # The fields as they would be saved, the kept password included: the server reads it, the
@@ -269,6 +317,8 @@ async def submit_edit_form(
             # the one connection.
             async with runtime.sessions() as reading:
                 saved = connections.fields_of(await connections.get(reading, connection_id), runtime.box)
+            if "extra" in overrides:
+                overrides["extra"] = unmask(overrides["extra"], saved.extra)
             fields = saved.model_copy(update=overrides)
             body = ConnectionTestRequest.model_validate(
                 {
@@ -282,9 +332,10 @@ async def submit_edit_form(
             test = await enqueue_test(body, runtime)
             return redirect(request, f"/tests/{test.id}")
         await update_connection(connection_id, update, session, runtime)
-    except ValidationError as exc:
+    except (BadExtra, ValidationError) as exc:
+        problem = str(exc) if isinstance(exc, BadExtra) else problems(exc)
         return await _edit_page(
-            request, console.csrf, session, runtime, connection_id, form, choice == "keep", problems(exc), 422
+            request, console.csrf, session, runtime, connection_id, form, choice == "keep", problem, 422
         )
     except ServiceError as exc:
         return await _edit_page(

@@ -84,7 +84,36 @@ async function followTrigger(panel, log) {
   }
 }
 
+// A connection form shows the fields the chosen conn type uses, under its labels: a field it does not
+// use is hidden and disabled, so it is not sent either.
+function applyConnForm(form) {
+  const chosen = JSON.parse(form.dataset.connForms)[form.elements.conn_type.value];
+  if (!chosen) return;
+  for (const field of form.querySelectorAll("[data-form-field]")) {
+    const name = field.dataset.formField;
+    field.hidden = field.disabled = chosen.hidden.includes(name);
+    field.querySelector("[data-label]").textContent = chosen.labels[name];
+    const input = field.querySelector(`#${name}`);
+    if (input) input.placeholder = chosen.placeholders[name];
+  }
+}
+
+// A new worker's environment, saved as a file from the page itself: the server shows it only once.
+function download(button) {
+  const text = document.getElementById(button.dataset.download).value;
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  link.download = button.dataset.filename;
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const button of document.querySelectorAll("[data-download]")) {
+    button.addEventListener("click", () => download(button));
+  }
+  const connForm = document.querySelector("[data-conn-forms]");
+  if (connForm) connForm.elements.conn_type.addEventListener("change", () => applyConnForm(connForm));
   const panel = document.querySelector("[data-test-state]");
   if (panel && !TERMINAL.has(panel.querySelector("[data-field=state]").classList[1])) followTest(panel);
   const trigger = document.querySelector("[data-trigger-state]");
