@@ -294,7 +294,7 @@ def _listening(host: str, port: int) -> bool:
 
 def _healthy(api_url: str) -> bool:
     try:
-        return httpx.get(f"{api_url}/health", timeout=1).status_code == 200
+        return httpx.get(f"{api_url}/ready", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
 

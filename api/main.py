@@ -13,17 +13,16 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from airlock.logging import configure_logging, request_scope
 from airlock.tls import PLAINTEXT_OPT_IN, PlaintextRefused, is_loopback
-from api import codec
+from api import codec, health
 from api.console import mount_console
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.db.session import create_engine, sessionmaker
-from api.deps import Runtime, RuntimeDep
+from api.deps import Runtime
 from api.docs import add_docs_pages, mount_assets
 from api.errors import BodySizeLimit, install_error_handlers
 from api.execution.app import create_execution_app
@@ -97,12 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(execution_app)
     app.include_router(public_router)
     app.include_router(codec.router)
-
-    @app.get("/health", tags=["health"])
-    async def health(runtime: RuntimeDep) -> dict[str, str]:
-        async with runtime.sessions() as session:
-            await session.execute(text("select 1"))
-        return {"status": "ok"}
+    app.include_router(health.router)
 
     app.mount("/execution", execution_app)
     app.add_middleware(

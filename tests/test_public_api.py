@@ -101,9 +101,10 @@ async def test_oversized_body_is_413(stack) -> None:
         assert response.status_code == 413
 
 
-# Reachable without the admin token, and nothing else: health and the API's own documentation.
+# Reachable without the admin token, and nothing else: liveness, readiness and the API's own documentation.
 OPEN_ROUTES = {
     ("GET", "/health"),
+    ("GET", "/ready"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/redoc"),

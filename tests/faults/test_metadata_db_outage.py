@@ -141,7 +141,7 @@ async def test_api_answers_503_while_the_metadata_db_is_down_and_recovers_by_its
         f"{worst(refused.latencies['refused']):.2f} s, port silent {worst(refused.latencies['silent']):.2f} s; "
         f"never 500, never a hang); {len(rows)} in-flight tests and "
         f"{TRIALS} due timers landed exactly once; 0 rows from refused requests",
-        f"DB back to /health 200: worst {worst(t.health_back for t in trials):.2f} s; to first write: worst "
+        f"DB back to /ready 200: worst {worst(t.health_back for t in trials):.2f} s; to first write: worst "
         f"{worst(t.write_back for t in trials):.2f} s; to every due result recorded: median "
         f"{statistics.median(t.landed for t in trials):.1f} s, worst {worst(t.landed for t in trials):.1f} s "
         f"(recording attempts: up to {max(attempts)})",
@@ -197,11 +197,11 @@ async def _outage_trial(
     back_at = time.monotonic()
 
     async def healthy() -> bool:
-        response = await client.get("/health")
+        response = await client.get("/ready")
         assert response.status_code in (200, 503), response.text
         return response.status_code == 200
 
-    await _poll(healthy, 30, "/health back to 200")
+    await _poll(healthy, 30, "/ready back to 200")
     trial.health_back = time.monotonic() - back_at
     # The same process takes writes again: no restart.
     trial.written_after = unique("after")
@@ -249,7 +249,7 @@ async def _probe_everything(
     refused.run_ids.append(run_id)
     refused.job_hostnames.append(hostname)
     probes: list[tuple[str, str, dict[str, Any]]] = [
-        ("GET", "/health", {}),
+        ("GET", "/ready", {}),
         ("GET", "/api/v2/connections", {}),
         ("GET", f"/api/v2/connections/test/{test_id}", {}),
         ("GET", "/api/v2/connections/test", {}),
