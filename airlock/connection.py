@@ -11,6 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from airlock.validation import Text, check_json
 
 CONN_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+.-]{0,49}$"
+CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
+# "test" would shadow /connections/test.
+RESERVED_CONNECTION_IDS = frozenset({"test"})
 MAX_EXTRA_BYTES = 64 * 1024
 MAX_EXTRA_DEPTH = 8
 
@@ -21,6 +24,12 @@ def check_extra(extra: dict[str, Any], name: str = "extra") -> dict[str, Any]:
         extra, name=name, max_depth=MAX_EXTRA_DEPTH, max_bytes=MAX_EXTRA_BYTES
     )
     return checked
+
+
+def check_connection_id(value: str | None) -> str | None:
+    if value in RESERVED_CONNECTION_IDS:
+        raise ValueError(f"{value!r} is reserved")
+    return value
 
 
 # Each connection field's limits, declared once for every model that carries the field.

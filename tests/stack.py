@@ -294,9 +294,10 @@ class Stack:
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"no worker registered for {queue}")
 
-    async def cli(self, *args: str, **env_overrides: str) -> tuple[int, str]:
+    async def cli(self, *args: str, stdin: str | None = None, **env_overrides: str) -> tuple[int, str]:
         """Run ``airlock ARGS`` against this stack, as a user would: exit status and output (stdout and
-        stderr together). ``env_overrides`` set more of the environment (``COLUMNS``, say)."""
+        stderr together), with ``stdin`` as its input. ``env_overrides`` set more of the environment
+        (``COLUMNS``, say)."""
         env = {
             **os.environ,
             "AIRLOCK_API_TOKEN": self.secrets.admin_token,
@@ -310,10 +311,11 @@ class Stack:
             "airlock.cli",
             *args,
             env=env,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        out, _ = await proc.communicate()
+        out, _ = await proc.communicate(None if stdin is None else stdin.encode())
         # `airlock workers add` without --env-file prints a worker's credential and its queues' keys: its
         # purpose. Nothing else prints one, or any password.
         handing_out = args[:2] == ("workers", "add") and "--env-file" not in args

@@ -3,8 +3,11 @@ failed, 2 usage or service error), server text printed literally, ids never cut,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -16,11 +19,14 @@ from typing import Any
 
 import pytest
 import typer
+from sqlalchemy.engine import make_url
 
 import airlock.cli
 from airlock.triggers import TIMEDELTA_TRIGGER
 from api.public.datamodels import CONNECTION_ID_PATTERN
+from tests import secret_scan, services
 from tests.stack import Stack
+from tests.test_triggers import start_triggerer
 
 # Rich reads both as markup; a console that did would drop the first and crash on the second.
 MARKUP = "[red]Bad[/schema] Gateway"
@@ -148,13 +154,147 @@ async def test_triggers_list_never_cuts_ids_on_a_narrow_terminal(stack) -> None:
             pasted = [word for line in output.splitlines() for word in re.findall(r"[0-9a-f-]{36}", line)]
             assert sorted(pasted) == sorted(created), output
         for trigger_id in pasted:
-            code, shown = await stack.cli("triggers", "show", trigger_id, COLUMNS="50")
+            code, shown = await stack.cli("triggers", "show", trigger_id, "--json", COLUMNS="50")
             assert code == 0, shown
             assert f'"id": "{trigger_id}"' in shown and '"state": "scheduled"' in shown, shown
     finally:
         async with stack.client() as client:
             for trigger_id in created:
                 assert (await client.delete(f"/api/v2/triggers/{trigger_id}")).status_code == 200
+
+
+async def test_connections_added_read_edited_tested_and_deleted_with_no_password_on_the_command_line(
+    stack,
+) -> None:
+    pg = make_url(services.postgres_url())
+    password, api_token = secret_scan.password(), secret_scan.password()
+    queue = await stack.serve_queue("cli")
+    extra = json.dumps({"sslmode": "disable", "api_token": api_token})
+    code, output = await stack.cli(
+        "connections", "add", "pg-cli", "--conn-type", "postgres", "--host", pg.host or "127.0.0.1",
+        "--port", str(pg.port), "--login", "airlock_nobody", "--schema", pg.database or "",
+        "--extra", extra, "--password-stdin", stdin=f"{password}\n",
+    )  # fmt: skip
+    assert (code, output) == (0, "connection pg-cli added\n")
+
+    # Read back: the API's fields under the API's names with --json, a line per field otherwise.
+    code, output = await stack.cli("connections", "get", "pg-cli", "--json")
+    saved = json.loads(output)
+    assert code == 0 and saved["has_password"] is True and saved["extra"]["api_token"] == "***", output
+    async with stack.client() as client:
+        assert saved == (await client.get("/api/v2/connections/pg-cli")).json()
+    code, output = await stack.cli("connections", "get", "pg-cli")
+    assert code == 0 and re.search(r"^login +airlock_nobody$", output, re.MULTILINE), output
+    code, output = await stack.cli("connections", "list", "--search", "pg-cl", COLUMNS="200")
+    assert code == 0 and re.search(r"pg-cli .*postgres.*set", output), output
+    code, output = await stack.cli("connections", "list", "--conn-type", "mysql", "--json")
+    assert json.loads(output) == {"connections": [], "total_entries": 0}
+
+    # The role does not exist: the test fails (exit 1); mended with edit, it succeeds (exit 0).
+    code, output = await stack.cli("connections", "test", "--conn-id", "pg-cli", "--queue", queue)
+    assert code == 1 and "airlock_nobody" in output, output
+    code, output = await stack.cli("connections", "edit", "pg-cli", "--login", pg.username or "")
+    assert (code, output) == (0, "connection pg-cli changed\n")
+    code, output = await stack.cli("connections", "test", "--conn-id", "pg-cli", "--queue", queue, "--json")
+    test = json.loads(output)
+    assert code == 0 and test["state"] == "success" and test["worker"], output
+
+    # The history, newest first, and one test in full.
+    code, output = await stack.cli("tests", "list", "--connection-id", "pg-cli", "--json")
+    listed = json.loads(output)
+    assert [t["state"] for t in listed["tests"]] == ["success", "failed"] and listed["total_entries"] == 2
+    code, output = await stack.cli("tests", "list", "--state", "failed", COLUMNS="60")
+    assert code == 0 and listed["tests"][1]["id"] in output and listed["tests"][0]["id"] not in output, output
+    code, output = await stack.cli("tests", "show", test["id"])
+    assert code == 0 and re.search(r"^state +success$", output, re.MULTILINE), output
+    code, output = await stack.cli("jobs", "list", "--json")
+    assert [job["queues"] for job in json.loads(output)["jobs"]] == [[queue]], output
+    code, output = await stack.cli("jobs", "list", COLUMNS="300")
+    assert code == 0 and queue in output and "postgres" in output, output
+
+    # Clear the password; an edit that changes nothing is a usage error; then delete.
+    code, output = await stack.cli("connections", "edit", "pg-cli", "--clear-password", "--json")
+    assert code == 0 and json.loads(output)["has_password"] is False, output
+    code, output = await stack.cli("connections", "edit", "pg-cli")
+    assert code == 2 and "nothing to change" in output, output
+    code, output = await stack.cli("connections", "add", "untyped", "--host", "h")
+    assert code == 2 and "needs a type" in output, output
+    assert (await stack.cli("connections", "delete", "pg-cli")) == (0, "connection pg-cli deleted\n")
+    code, output = await stack.cli("connections", "get", "pg-cli")
+    assert code == 2 and "404" in output, output
+
+
+async def test_a_password_asked_for_is_not_echoed(stack) -> None:
+    """``--ask-password`` on a real terminal: the prompt, twice, and nothing typed shown."""
+    password = secret_scan.password()
+    env = {**os.environ, "AIRLOCK_API_TOKEN": stack.secrets.admin_token, "AIRLOCK_API_URL": stack.api.url}
+    args = [
+        "connections",
+        "add",
+        "tty-cli",
+        "--conn-type",
+        "tcp",
+        "--host",
+        "h",
+        "--port",
+        "1",
+        "--ask-password",
+    ]
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airlock.cli", *args],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+    )
+    os.close(secondary)
+    seen = b""
+
+    async def read_until(text: bytes) -> None:
+        nonlocal seen
+        while text not in seen:
+            seen += await asyncio.to_thread(os.read, primary, 1024)
+
+    try:
+        await asyncio.wait_for(read_until(b"Password:"), 30)
+        os.write(primary, f"{password}\n".encode())
+        await asyncio.wait_for(read_until(b"Repeat for confirmation:"), 30)
+        os.write(primary, f"{password}\n".encode())
+        await asyncio.wait_for(read_until(b"connection tty-cli added"), 30)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        proc.kill()
+        os.close(primary)
+    assert password.encode() not in seen, seen
+    async with stack.client() as client:
+        assert (await client.get("/api/v2/connections/tty-cli")).json()["has_password"] is True
+
+
+async def test_trigger_logs_follow_until_the_trigger_ends(stack, tmp_path) -> None:
+    queue = await start_triggerer(stack)
+    async with stack.client() as client:
+        created = await client.post(
+            "/api/v2/triggers",
+            json={
+                "classpath": "tests.trigger_classes.TickingTrigger",
+                "kwargs": {"marker": str(tmp_path / "cleaned")},
+                "queue": queue,
+            },
+        )
+        trigger_id = created.json()["id"]
+        following = asyncio.create_task(stack.cli("triggers", "logs", trigger_id, "--follow"))
+        for _ in range(300):
+            lines = (await client.get(f"/api/v2/triggers/{trigger_id}/logs")).json()["lines"]
+            if sum("tick" in line["message"] for line in lines) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert not following.done()  # still following a trigger that runs
+        assert (await client.delete(f"/api/v2/triggers/{trigger_id}")).status_code == 200
+        code, output = await asyncio.wait_for(following, 60)
+    assert code == 0, output
+    ticks = re.findall(r"tick (\d+)", output)
+    assert len(ticks) >= 3 and ticks == [str(n) for n in range(1, len(ticks) + 1)], output  # none twice
 
 
 def command_tree() -> Iterator[tuple[list[str], Any]]:
@@ -177,6 +317,8 @@ def test_every_command_and_option_has_help() -> None:
     paths = {" ".join(path) for path, _ in tree}
     assert {"connections test", "triggers list", "triggers show", "dev", "api", "db upgrade"} <= paths
     assert {"workers add", "workers list", "workers revoke", "worker"} <= paths
+    assert {f"connections {c}" for c in ("list", "get", "add", "edit", "delete", "test")} <= paths
+    assert {"tests list", "tests show", "jobs list", "triggers logs", "triggers cancel"} <= paths
     assert not any(path.startswith("tokens") for path in paths)  # `airlock tokens worker` is gone
     env = {**os.environ, "COLUMNS": "200"}
     for path, command in tree:

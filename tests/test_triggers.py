@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -510,9 +511,11 @@ async def test_cli_lists_shows_and_reads_logs(make_stack, tmp_path: Path) -> Non
 
     code, out = await cli("list")
     assert code == 0 and ti["trigger_id"][:8] in out
+    code, out = await cli("show", ti["trigger_id"], "--json")
+    assert code == 0 and json.loads(out)["state"] == "failed"
     code, out = await cli("show", ti["trigger_id"])
-    assert code == 0 and '"failed"' in out
-    code, out = await cli("logs", ti["trigger_id"])
+    assert code == 0 and re.search(r"^state +failed$", out, re.MULTILINE), out
+    code, out = await cli("logs", ti["trigger_id"], "--follow")  # it has ended: --follow ends too
     assert code == 0 and "about to fail" in out
     code, out = await cli("cancel", "no-such-trigger")
     assert code == 2 and "404" in out

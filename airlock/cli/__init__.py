@@ -1,8 +1,8 @@
-"""``airlock``: drive the API (connections, triggers), run the local stack (dev), and whatever the
-installed parts register: ``api`` and ``db`` come from the API's package, ``worker`` from
-the worker's, through the ``airlock.commands`` entry points. Each is loaded only when it runs, so
-``airlock worker`` never loads the API's code and a worker host without the API's dependencies
-still has a working ``airlock``."""
+"""``airlock``: drive the API (connections, tests, triggers, jobs, workers), run the local stack
+(dev), and whatever the installed parts register: ``api`` and ``db`` come from the API's package,
+``worker`` from the worker's, through the ``airlock.commands`` entry points. Each is loaded only
+when it runs, so ``airlock worker`` never loads the API's code and a worker host without the API's
+dependencies still has a working ``airlock``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from airlock.cli import connections, triggers, workers
+from airlock.cli import connection_tests, connections, jobs, triggers, workers
 from airlock.cli.common import EXIT_ERROR, EXIT_OK, err, leave
 from airlock.plugins import command_entry_points
 from airlock.version import EXECUTION_API_VERSIONS
@@ -45,7 +45,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(connections.app, name="connections")
+app.add_typer(connection_tests.app, name="tests")
 app.add_typer(triggers.app, name="triggers")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(workers.app, name="workers")
 
 

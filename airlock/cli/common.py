@@ -6,10 +6,11 @@ as it is: never read as markup, never cut.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -17,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import httpx
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from airlock.errors import error_detail
 from airlock.settings import ApiLinkSettings
@@ -33,6 +35,11 @@ ApiUrl = Annotated[
     typer.Option(
         "--api-url", envvar="AIRLOCK_API_URL", help="Where the Airlock API answers.", show_default=True
     ),
+]
+
+
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print the API's answer as JSON, its field names as they are.")
 ]
 
 
@@ -90,11 +97,59 @@ def checked(response: httpx.Response, doing: str) -> Any:
     """The JSON body of a successful answer; otherwise exit 2 with what the API said."""
     if response.status_code < 400:
         return response.json() if response.content else None
+    fail(f"{doing} failed: {response.status_code} {response.reason_phrase}: {error_detail_of(response)}")
+
+
+def error_detail_of(response: httpx.Response) -> str:
+    """What the API said was wrong."""
     try:
-        detail = error_detail(response.json())
+        return error_detail(response.json())
     except ValueError:
-        detail = response.text[:300]
-    fail(f"{doing} failed: {response.status_code} {response.reason_phrase}: {detail}")
+        return response.text[:300]
+
+
+def print_json(body: Any) -> None:
+    out.print(json.dumps(body, indent=2))
+
+
+def shown(value: Any) -> str:
+    """A field's value as a human reads it: JSON for objects and lists, ``-`` for nothing."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def print_record(body: dict[str, Any]) -> None:
+    """One resource, a field per line, every value whole."""
+    width = max(map(len, body), default=0)
+    for name, value in body.items():
+        out.print(f"{name:<{width}}  {shown(value)}")
+
+
+def print_resource(body: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(body)
+    else:
+        print_record(body)
+
+
+def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table when the terminal is wide enough for every value; otherwise one block per row. A squeezed
+    table would cut ids (what the other commands take) or drop whole columns."""
+    cells = [[shown(value) for value in row] for row in rows]
+    table = Table(*columns)
+    for row in cells:
+        table.add_row(*row)
+    # Measured unbounded: a table's own measure is clamped to the terminal's width.
+    if out.measure(table, options=out.options.update_width(1_000_000)).maximum <= out.width:
+        out.print(table)
+        return
+    for row in cells:
+        out.print(row[0])
+        for name, value in zip(columns[1:], row[1:], strict=True):
+            out.print(f"  {name:<12} {value}")
 
 
 def leave(code: int) -> NoReturn:

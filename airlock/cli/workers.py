@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from airlock.cli.common import DEFAULT_API_URL, ApiUrl, checked, err, fail, out, public_api
+from airlock.cli.common import (
+    DEFAULT_API_URL,
+    ApiUrl,
+    AsJson,
+    checked,
+    err,
+    fail,
+    out,
+    print_json,
+    print_rows,
+    public_api,
+)
 from airlock.settings import env_file_text
 
 app = typer.Typer(
@@ -55,15 +65,26 @@ def add(
 
 
 @app.command("list")
-def list_workers(api_url: ApiUrl = DEFAULT_API_URL) -> None:
+def list_workers(as_json: AsJson = False, api_url: ApiUrl = DEFAULT_API_URL) -> None:
     """List provisioned workers (never a credential)."""
     with public_api(api_url) as api:
         body = checked(api.get("/api/v2/workers"), "listing workers")
-    table = Table("name", "queues", "role", "expires", "revoked")
-    for w in body["workers"]:
-        role = "triggerer" if w["triggerer"] else "worker"
-        table.add_row(w["name"], ",".join(w["queues"]), role, w["expires_at"], w["revoked_at"] or "")
-    out.print(table)
+    if as_json:
+        print_json(body)
+        return
+    print_rows(
+        ("name", "queues", "role", "expires", "revoked"),
+        [
+            (
+                w["name"],
+                ",".join(w["queues"]),
+                "triggerer" if w["triggerer"] else "worker",
+                w["expires_at"],
+                w["revoked_at"],
+            )
+            for w in body["workers"]
+        ],
+    )
 
 
 @app.command("revoke")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airlock.connection import (
+    CONNECTION_ID_PATTERN,
     ConnectionFields,
     ConnectionLocation,
     ConnectionParts,
@@ -15,26 +16,18 @@ from airlock.connection import (
     Description,
     Extra,
     InvalidURI,
+    check_connection_id,
     parse_uri,
 )
 from airlock.execution import CLASSPATH_PATTERN, METHOD_NAME_PATTERN, TriggerKwargs
 from airlock.states import ConnectionTestState, TriggerState
 from airlock.validation import QUEUE_PATTERN, WORKER_NAME_PATTERN, Text, TimeoutSeconds, check_next_kwargs
 
-CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
-# "test" would shadow /connections/test.
-RESERVED_CONNECTION_IDS = frozenset({"test"})
 STRICT = ConfigDict(extra="forbid")
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
-
-
-def _check_connection_id(value: str | None) -> str | None:
-    if value in RESERVED_CONNECTION_IDS:
-        raise ValueError(f"{value!r} is reserved")
-    return value
 
 
 class ConnectionCreate(ConnectionFields):
@@ -43,7 +36,7 @@ class ConnectionCreate(ConnectionFields):
     connection_id: str = Field(pattern=CONNECTION_ID_PATTERN)
     description: Description | None = None
 
-    _connection_id = field_validator("connection_id")(_check_connection_id)
+    _connection_id = field_validator("connection_id")(check_connection_id)
 
 
 class ConnectionUpdate(ConnectionParts):
@@ -88,7 +81,7 @@ class ConnectionTestRequest(ConnectionParts):
     timeout: int | None = Field(None, ge=1, description="seconds; at most the server's maximum")
     commit_on_success: bool = False
 
-    _connection_id = field_validator("connection_id")(_check_connection_id)
+    _connection_id = field_validator("connection_id")(check_connection_id)
 
     @model_validator(mode="after")
     def _shape(self) -> ConnectionTestRequest:
