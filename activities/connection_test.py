@@ -12,13 +12,14 @@ from temporalio import activity
 
 from activities.api_errors import reported_to_temporal
 from activities.testers import available_conn_types, fork_server_preload
-from airlock.execution import ConnectionTestClaim
+from airlock.execution import ConnectionTestClaim, ConnectionTestClaimed
 from airlock.logging import bind_work, hide_in_logs
 from airlock.protocol import CONNECTION_TEST_ACTIVITY
 from airlock.secrets import connection_secrets, scrub
 from airlock.summaries import shorten, target_of
 from airlock.version import LATEST_EXECUTION_API_VERSION
 from airlock.workloads import ConnectionTestOutcome, RunConnectionTestInput
+from worker import metrics
 from worker.client import ExecutionAPIClient
 from worker.config import WorkerSettings
 from worker.isolation import ForkServer
@@ -60,17 +61,25 @@ class ConnectionTestActivities:
 
     @activity.defn(name=CONNECTION_TEST_ACTIVITY)
     async def run_connection_test(self, workload: RunConnectionTestInput) -> ConnectionTestOutcome:
-        bind_work(test_id=workload.test_id, queue=activity.info().task_queue, worker=self._identity)
+        queue = activity.info().task_queue
+        bind_work(test_id=workload.test_id, queue=queue, worker=self._identity)
+        # The metrics' conn_type: one this worker tests, so that the label's values stay its testers'.
+        conn_type = "unknown"
         try:
-            outcome = await self._run(workload)
+            claimed = await self._claim(workload)
+            if claimed.connection.conn_type in self._conn_types:
+                conn_type = claimed.connection.conn_type
+            outcome = await self._run(claimed, queue, conn_type)
         except asyncio.CancelledError:
             log.info("connection test cancelled: driver process killed")
+            metrics.connection_test_run(queue, conn_type, "cancelled")
             raise
         result = "success" if outcome.ok else "failed"
+        metrics.connection_test_run(queue, conn_type, result)
         log.info("connection test finished", outcome=result, message=shorten(outcome.message))
         return outcome
 
-    async def _run(self, workload: RunConnectionTestInput) -> ConnectionTestOutcome:
+    async def _claim(self, workload: RunConnectionTestInput) -> ConnectionTestClaimed:
         api = ExecutionAPIClient(
             self._api_url,
             self._credential,
@@ -83,7 +92,9 @@ class ConnectionTestActivities:
             async with api:
                 # The claim, with this worker's own credential, marks the test running here.
                 claim = ConnectionTestClaim(worker=self._identity, job_id=self.job_id)
-                claimed = await api.connection_tests.claim(workload.test_id, claim)
+                return await api.connection_tests.claim(workload.test_id, claim)
+
+    async def _run(self, claimed: ConnectionTestClaimed, queue: str, conn_type: str) -> ConnectionTestOutcome:
         fields, timeout = claimed.connection, claimed.timeout
         hide_in_logs(*connection_secrets(fields))
         log.info(
@@ -96,18 +107,18 @@ class ConnectionTestActivities:
                 f"(it can test: {', '.join(self._conn_types) or 'nothing'})",
             )
         started = time.monotonic()
-        result = await self._forks.run(
-            CHILD_TARGET,
-            # The queue picks the test's egress policy in the child (worker/egress.py).
-            {
-                "fields": fields.model_dump(by_alias=True),
-                "timeout": timeout,
-                "queue": activity.info().task_queue,
-            },
-            timeout=timeout,
-            on_tick=activity.heartbeat,
-            tick=self._heartbeat_interval,
-        )
+        try:
+            result = await self._forks.run(
+                CHILD_TARGET,
+                # The queue picks the test's egress policy in the child (worker/egress.py).
+                {"fields": fields.model_dump(by_alias=True), "timeout": timeout, "queue": queue},
+                timeout=timeout,
+                on_tick=activity.heartbeat,
+                tick=self._heartbeat_interval,
+            )
+        finally:
+            # Killed at its timeout or cancelled too: the time it held a child process.
+            metrics.driver_ran(queue, conn_type, time.monotonic() - started)
         if result.timed_out:
             return self._outcome(False, f"timed out after {timeout} s (driver process killed)")
         if result.output is None:

@@ -21,11 +21,14 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Any, Literal, TextIO, get_args
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args
 
 import structlog
 
 from airlock.secrets import scrub
+
+if TYPE_CHECKING:
+    from temporalio.runtime import LoggingConfig
 
 LogFormat = Literal["console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -271,21 +274,22 @@ def configure_logging(
 
 def _forward_temporal_core_logs(level: str) -> None:
     """The SDK's Rust core writes its own lines to stderr unless its logs are forwarded here."""
-    from temporalio.runtime import (
-        LogForwardingConfig,
-        LoggingConfig,
-        Runtime,
-        TelemetryConfig,
-        TelemetryFilter,
+    from temporalio.runtime import Runtime, TelemetryConfig
+
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig(logging=temporal_core_logging(level))), error_if_already_set=False
     )
 
+
+def temporal_core_logging(level: str) -> LoggingConfig:
+    """How a Temporal runtime's core logs: through this setup, at ``level``. A runtime made for more
+    (a worker's metrics) logs the same way with it."""
+    from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
+
     core_level = {"DEBUG": "INFO", "INFO": "WARN", "WARNING": "WARN"}.get(level, "ERROR")
-    logging_config = LoggingConfig(
+    return LoggingConfig(
         filter=TelemetryFilter(core_level=core_level, other_level="ERROR"),
         forwarding=LogForwardingConfig(logger=logging.getLogger(TEMPORAL_CORE_LOGGER)),
-    )
-    Runtime.set_default(
-        Runtime(telemetry=TelemetryConfig(logging=logging_config)), error_if_already_set=False
     )
 
 

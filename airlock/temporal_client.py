@@ -6,11 +6,17 @@ from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 
 from airlock.settings import TemporalSettings
+from airlock.tracing import temporal_interceptors
 
 
-async def connect_temporal(settings: TemporalSettings, data_converter: DataConverter) -> Client:
+async def connect_temporal(
+    settings: TemporalSettings, data_converter: DataConverter, runtime: Runtime | None = None
+) -> Client:
+    """``runtime``: the SDK runtime the client and its workers run on (a worker's serves its metrics);
+    the process's default one otherwise."""
     tls = settings.temporal_tls_config()
     try:
         return await Client.connect(
@@ -19,6 +25,8 @@ async def connect_temporal(settings: TemporalSettings, data_converter: DataConve
             data_converter=data_converter,
             tls=tls,
             api_key=settings.temporal_api_key or None,
+            runtime=runtime,
+            interceptors=temporal_interceptors(),
         )
     except RuntimeError as exc:
         # The SDK's message names the cause (a refused certificate, a wrong server name, no listener).

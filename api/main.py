@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from airlock.logging import configure_logging, request_scope
 from airlock.tls import PLAINTEXT_OPT_IN, PlaintextRefused, is_loopback
-from api import codec, health
+from airlock.tracing import configure_tracing, flush_traces
+from api import codec, health, metrics
 from api.console import mount_console
 from api.core.config import Settings
 from api.core.crypto import SecretBox
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await engine.dispose()
+            flush_traces()
 
     app = FastAPI(
         title="Airlock API",
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public_router)
     app.include_router(codec.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
 
     app.mount("/execution", execution_app)
     app.add_middleware(
@@ -106,8 +109,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Outside the limits, so that a refused request is counted with its status too.
+    app.add_middleware(metrics.RequestMetrics)
     # Outermost, so that uvicorn's access line for the request is written inside its scope.
     app.add_middleware(RequestLogScope)
+    if configure_tracing("airlock-api"):
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # Without a span per ASGI message sent and received: two more per request, saying little.
+        # Not the Temporal UI's decode requests: their path holds the codec token.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/codec/ui/", exclude_spans=["receive", "send"])
     return app
 
 

@@ -18,13 +18,14 @@ import pytest
 from activities.testers import available_conn_types, fork_server_preload
 from tests.stack import unique
 from worker.isolation import DriverLimits, ForkServer
-from worker.main import forget_secrets_in_environment
+from worker.main import SECRET_VARIABLES, forget_secrets_in_environment
 
 
 @pytest.fixture(scope="module")
 def forks() -> ForkServer:
     os.environ["AIRLOCK_WORKER_TOKEN"] = "worker-secret-token"
     os.environ["AIRLOCK_PAYLOAD_KEYS"] = '{"k1/queue:q": "payload-secret-key"}'
+    os.environ["OTEL_EXPORTER_OTLP_HEADERS"] = "authorization=Bearer collector-secret"
     forget_secrets_in_environment()
     server = ForkServer(preload=["tests.isolation_targets"])
     server.start()
@@ -63,7 +64,7 @@ async def test_each_call_is_a_fresh_session_without_worker_secrets(forks: ForkSe
     assert first.output and second.output
     assert first.output["pid"] != second.output["pid"] != os.getpid()
     assert first.output["sid"] != os.getsid(0)  # out of the worker's session
-    assert not {"AIRLOCK_WORKER_TOKEN", "AIRLOCK_PAYLOAD_KEYS"} & set(first.output["names"])
+    assert not SECRET_VARIABLES & set(first.output["names"])
 
 
 async def test_deadline_kills_the_child_and_what_it_spawned(forks: ForkServer, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ database, commit on success."""
 from __future__ import annotations
 
 import re
+import secrets
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from api.console.web import ASSETS_PATH as CONSOLE_ASSETS
 from api.core.security import mint_task_instance_token
 from api.db.session import sync_url
 from api.docs import ASSETS_PATH as DOCS_ASSETS
+from tests import secret_scan
 from tests.reliability import record
 from tests.stack import wait_terminal
 
@@ -121,10 +123,14 @@ OPEN_MOUNTS = {
 }
 # The console signs in with a form and keeps a session cookie: no bearer token opens one of its pages.
 CONSOLE_SIGN_IN = {("GET", "/ui/login"), ("POST", "/ui/login")}
+# Prometheus's: its own token (AIRLOCK_METRICS_TOKEN) opens it and nothing else; the admin token does not.
+METRICS_ROUTE = ("GET", "/metrics")
 
 
-async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
+async def test_no_public_route_is_reachable_without_the_token(make_stack) -> None:
     """Generated from the running app's route table, so a new route cannot be missed."""
+    metrics_token = secret_scan.register(f"metrics_{secrets.token_urlsafe(24)}", secret_scan.TOKEN)
+    stack = await make_stack(metrics_token=metrics_token)
     app = stack.api.server.config.app
     routes: set[tuple[str, str]] = set()
     mounts: set[str] = set()
@@ -134,10 +140,12 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
             continue
         routes.update((method, str(route.path)) for method in route.methods or () if method != "HEAD")
     assert mounts == MOUNTS, "a new mounted app: say how it authenticates"
-    assert OPEN_ROUTES | PATH_TOKEN_ROUTES <= routes, "an exempt route no longer exists: update the lists"
+    assert OPEN_ROUTES | PATH_TOKEN_ROUTES | {METRICS_ROUTE} <= routes, (
+        "an exempt route no longer exists: update the lists"
+    )
     console = {(method, path) for method, path in routes if path == "/" or path.startswith("/ui")}
     assert CONSOLE_SIGN_IN <= console
-    guarded = sorted(routes - OPEN_ROUTES - PATH_TOKEN_ROUTES - console)
+    guarded = sorted(routes - OPEN_ROUTES - PATH_TOKEN_ROUTES - console - {METRICS_ROUTE})
     assert {p for _, p in guarded if p.startswith("/api/v2")} and {"/codec/encode", "/codec/decode"} <= {
         p for _, p in guarded
     }
@@ -150,6 +158,7 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
         "an Execution API token": {"Authorization": f"Bearer {execution_jwt}"},
         "a worker's credential": {"Authorization": f"Bearer {worker}"},
         "the codec token": {"Authorization": f"Bearer {stack.secrets.codec_token}"},
+        "the metrics token": {"Authorization": f"Bearer {metrics_token}"},
     }
     refused = 0
     async with httpx.AsyncClient(base_url=stack.api.url, timeout=30) as client:
@@ -164,9 +173,17 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
             response = await client.post(f"/codec/ui/{token}/decode", json={"payloads": []})
             assert response.status_code == 401, response.text
             refused += 1
+        admin = {"Authorization": f"Bearer {stack.secrets.admin_token}"}
+        method, path = METRICS_ROUTE
+        for name, headers in {**credentials, "the admin token": admin}.items():
+            response = await client.request(method, path, headers=headers)
+            expected = 200 if name == "the metrics token" else 401
+            assert response.status_code == expected, (path, name, response.status_code)
+            if expected == 401:
+                assert response.headers.get("www-authenticate") == "Bearer", (path, name)
+                refused += 1
         for method, path in sorted(OPEN_ROUTES):
             assert (await client.request(method, path)).status_code == 200, path
-        admin = {"Authorization": f"Bearer {stack.secrets.admin_token}"}
         for method, path in sorted(console - CONSOLE_SIGN_IN):
             for name, headers in {**credentials, "the admin token": admin}.items():
                 response = await client.request(method, path, headers=headers, follow_redirects=True)
@@ -182,7 +199,7 @@ async def test_no_public_route_is_reachable_without_the_token(stack) -> None:
         "public API without a token",
         refused,
         "all refused with 401",
-        f"{len(guarded)} guarded routes x {len(credentials)} credentials, codec UI path token; "
+        f"{len(guarded)} guarded routes x {len(credentials)} credentials, codec UI path token, /metrics; "
         f"open: {', '.join(sorted(p for _, p in OPEN_ROUTES))}, static files under {', '.join(OPEN_MOUNTS)}; "
         f"{len(console - CONSOLE_SIGN_IN)} console routes lead to its sign-in",
     )

@@ -26,6 +26,15 @@ def worker(
             exists=True, dir_okay=False, help="The env file `airlock workers add --env-file` wrote."
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics on this port, on AIRLOCK_METRICS_HOST or 127.0.0.1 "
+            "(default: AIRLOCK_METRICS_PORT, or off).",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker serving one or more task queues, with this host's provisioned credential
     (AIRLOCK_WORKER_TOKEN and the rest of what `airlock workers add` gives, or --env-file)."""
@@ -44,6 +53,8 @@ def worker(
             updates["queues"] = ["triggers"]
     if capacity is not None:
         updates["capacity"] = capacity
+    if metrics_port is not None:
+        updates["metrics_port"] = metrics_port
     run = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop  # the worker extra's, as uvicorn runs the API on it

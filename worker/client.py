@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
-from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay, wait_exponential
 
 from airlock.connection import ConnectionFields
 from airlock.errors import error_detail
@@ -42,7 +42,9 @@ from airlock.execution import (
     TriggerWorkload,
 )
 from airlock.tls import describe_tls_error
+from airlock.tracing import instrument_httpx_client
 from airlock.version import EXECUTION_API_VERSION_HEADER, LATEST_EXECUTION_API_VERSION
+from worker import metrics
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,6 +92,7 @@ class ExecutionAPIClient:
             timeout=timeout,
             transport=self._transport,
         )
+        instrument_httpx_client(self._http)
         self.connection_tests = ConnectionTests(self)
         self.jobs = Jobs(self)
         self.triggers = Triggers(self)
@@ -122,11 +125,19 @@ class ExecutionAPIClient:
 
     async def request(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
         on_retry = self._on_retry
+
+        def before_retry(state: RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome is not None else None
+            answered = isinstance(failure, ExecutionAPIError) and failure.status_code is not None
+            metrics.api_retry("server_error" if answered else "unreachable")
+            if on_retry is not None:
+                on_retry()
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retryable),
             stop=stop_before_delay(self._retry_for),
             wait=wait_exponential(multiplier=0.25, max=4),
-            before_sleep=None if on_retry is None else (lambda _state: on_retry()),
+            before_sleep=before_retry,
             reraise=True,
         )
         async for attempt in retrying:

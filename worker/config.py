@@ -51,6 +51,11 @@ class WorkerSettings(TemporalSettings, ApiLinkSettings):
             return self.heartbeat_throttle
         return 10.0 if self.triggerer else 3.0
 
+    # Serve Prometheus metrics (the Temporal SDK's and this worker's own, worker/metrics.py) on this
+    # port; off by default. Loopback unless metrics_host says otherwise: the endpoint has no token.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+
     # A triggerer runs triggers (long, heartbeating activities) instead of connection tests.
     triggerer: bool = False
     capacity: int = Field(default=1000, ge=1, description="triggers one triggerer runs at once")

@@ -20,6 +20,8 @@ from airlock.logging import configure_logging
 from airlock.plugins import load_worker_role
 from airlock.temporal_client import connect_temporal
 from airlock.tls import probe_handshake
+from airlock.tracing import configure_tracing, flush_traces
+from worker import metrics
 from worker.client import ExecutionAPIClient, ExecutionAPIError
 from worker.config import WorkerSettings
 from worker.isolation import PR_SET_DUMPABLE, prctl
@@ -28,7 +30,8 @@ from worker.role import RoleFactory
 
 log = structlog.get_logger(__name__)
 
-# Its credentials: the API's and Temporal's (a client key given inline, an API key) and its payload keys.
+# Its credentials: the API's and Temporal's (a client key given inline, an API key), its payload keys,
+# and a trace collector's (OTLP headers carry its API key).
 SECRET_VARIABLES = frozenset(
     {
         "AIRLOCK_WORKER_TOKEN",
@@ -36,6 +39,8 @@ SECRET_VARIABLES = frozenset(
         "AIRLOCK_API_CLIENT_KEY",
         "AIRLOCK_TEMPORAL_TLS_KEY",
         "AIRLOCK_TEMPORAL_API_KEY",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     }
 )
 
@@ -43,11 +48,15 @@ SECRET_VARIABLES = frozenset(
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
     if not settings.worker_token:
         raise SystemExit("AIRLOCK_WORKER_TOKEN is not set: a worker needs its own credential")
+    # Before the environment is forgotten: the exporter reads its OTEL_* settings (headers too) now.
+    configure_tracing("airlock-triggerer" if settings.triggerer else "airlock-worker")
     forget_secrets_in_environment()
     configure_logging(settings.log_format, settings.log_level)
     stop = stop or _stop_on_signals()
     api_tls = settings.api_tls()
-    client = await connect_temporal(settings, make_data_converter(settings.codec()))
+    # Before connecting: the client and its workers run on the runtime that serves the metrics.
+    telemetry = metrics.serve(settings)
+    client = await connect_temporal(settings, make_data_converter(settings.codec()), runtime=telemetry)
     identity = f"{settings.hostname}:{os.getpid()}"
     # Every line of this process names it; the activities bind the test or trigger they run.
     structlog.contextvars.bind_contextvars(worker=identity)
@@ -92,7 +101,13 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             log.error("the worker could not register with the API", error=reason)
             raise SystemExit(f"cannot register with the API: {reason}") from None
         role.on_registered(job_id)
-        log.info("worker started", kind=role.kind, job_id=job_id, queues=settings.queues)
+        log.info(
+            "worker started",
+            kind=role.kind,
+            job_id=job_id,
+            queues=settings.queues,
+            metrics=f"{settings.metrics_host}:{settings.metrics_port}" if telemetry else "off",
+        )
         runs = [asyncio.create_task(w.run()) for w in workers]
         beside = asyncio.create_task(role.background()) if role.background is not None else None
         try:
@@ -106,6 +121,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 with contextlib.suppress(Exception):
                     await run
             await job.stop()
+            flush_traces()
 
 
 def forget_secrets_in_environment() -> None:

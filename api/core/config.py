@@ -35,6 +35,9 @@ class Settings(TemporalSettings):
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
     )
     jwt_audience: str = "airlock-execution"
+    # Bearer token of GET /metrics, and of nothing else (Prometheus never holds the admin token);
+    # unset, /metrics answers 404.
+    metrics_token: str = Field(default="", repr=False)
 
     # HTTPS: the API's certificate chain and key (PEM files). With a client CA, every connection must
     # present a certificate that CA signed (mutual TLS), workers' and the CLI's alike.
@@ -148,9 +151,11 @@ class Settings(TemporalSettings):
 
     def require_secrets(self, *names: str) -> None:
         """Refuse to start without the secrets ``names`` (all by default), or with weak ones."""
+        # The optional ones are checked when they are set.
+        optional = [name for name in OPTIONAL_SECRET_MINIMUMS if getattr(self, name)]
         problems = [
             f"AIRLOCK_{name.upper()} {problem}"
-            for name in names or SECRET_MINIMUMS
+            for name in names or [*SECRET_MINIMUMS, *optional]
             if (problem := _weakness(name, getattr(self, name)))
         ]
         if problems:
@@ -168,11 +173,14 @@ SECRET_MINIMUMS = {
     "admin_token": 24,
     "codec_token": 24,
 }
+# Secrets a feature needs only when it is on, held to the same rule when set.
+OPTIONAL_SECRET_MINIMUMS = {"metrics_token": 24}
 
 
 def _weakness(name: str, value: str) -> str | None:
+    minimum = SECRET_MINIMUMS.get(name) or OPTIONAL_SECRET_MINIMUMS[name]
     if not value:
         return "is not set"
-    if len(value.encode()) < SECRET_MINIMUMS[name]:
-        return f"is too short ({len(value.encode())} bytes; at least {SECRET_MINIMUMS[name]})"
+    if len(value.encode()) < minimum:
+        return f"is too short ({len(value.encode())} bytes; at least {minimum})"
     return None

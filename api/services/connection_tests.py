@@ -14,6 +14,7 @@ from airlock.execution import MAX_RESULT_MESSAGE_CHARS
 from airlock.plugins import installed_conn_types
 from airlock.states import ACTIVE_TEST_STATES, ConnectionTestState
 from airlock.workloads import ConnectionTestOutcome
+from api import metrics
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.db.models import ConnectionTest, WorkerCredential, utcnow
@@ -100,6 +101,7 @@ async def submit(
             f"connection {request.connection_id!r} already has an active test: {active}; "
             "wait for it to finish"
         ) from None
+    metrics.connection_test_stored(session, test)
     return test
 
 
@@ -205,6 +207,7 @@ async def finish(session: AsyncSession, box: SecretBox, test_id: str, outcome: C
             # The test's own result stands; only the write-back is refused.
             test.result_message = _with_note(outcome.message, f"not saved: {refusal}")
     await session.flush()
+    metrics.connection_test_finished(session, test)
     return True
 
 
@@ -249,6 +252,16 @@ async def latest_per_connection(
         )
     )
     return {test.connection_id: test for test in rows if test.connection_id is not None}
+
+
+async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """How many tests not yet ended each queue has in each state (pending, queued, running)."""
+    rows = await session.execute(
+        select(ConnectionTest.queue, ConnectionTest.state, func.count())
+        .where(ConnectionTest.state.in_([s.value for s in ACTIVE_TEST_STATES]))
+        .group_by(ConnectionTest.queue, ConnectionTest.state)
+    )
+    return {(queue, state): count for queue, state, count in rows.all()}
 
 
 async def queues_with_waiting_tests(session: AsyncSession) -> dict[str, int]:

@@ -72,12 +72,13 @@ async def list_(session: AsyncSession, *, limit: int = 500) -> list[Job]:
     return list(await session.scalars(select(Job).order_by(Job.started_at.desc()).limit(limit)))
 
 
-async def live(session: AsyncSession, liveness_timeout: float, kind: str = "worker") -> list[Job]:
+async def live(session: AsyncSession, liveness_timeout: float, kind: str | None = "worker") -> list[Job]:
+    """Jobs heartbeating within ``liveness_timeout``: of one kind, or of every kind with None."""
     cutoff = utcnow() - timedelta(seconds=liveness_timeout)
-    jobs = await session.scalars(
-        select(Job).where(Job.state == RUNNING, Job.kind == kind, Job.latest_heartbeat >= cutoff)
-    )
-    return list(jobs)
+    query = select(Job).where(Job.state == RUNNING, Job.latest_heartbeat >= cutoff)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return list(await session.scalars(query))
 
 
 async def live_for_queue(

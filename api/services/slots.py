@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from airlock.states import ConnectionTestState
 from airlock.workloads import ConnectionTestOutcome
 from api.core.crypto import SecretBox
-from api.db.models import ConnectionTest, ConnectionTestSlotLock
+from api.db.models import ConnectionTest, ConnectionTestSlotLock, utcnow
 from api.services import connection_tests
 
 S = ConnectionTestState
@@ -51,8 +51,10 @@ async def _grant(session: AsyncSession, capacity: int) -> list[str]:
         .limit(free)
     )
     granted = []
+    now = utcnow()
     for test in waiting:
         test.state = S.QUEUED
+        test.queued_at = now
         granted.append(test.id)
     await session.flush()
     return granted

@@ -414,6 +414,14 @@ async def logs(
     return list(rows), max(0, trigger.log_lines - (kept or 0))
 
 
+async def count_by_queue_and_state(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """How many triggers each queue has in each state (one pass over the queue-and-state index)."""
+    rows = await session.execute(
+        select(Trigger.queue, Trigger.state, func.count()).group_by(Trigger.queue, Trigger.state)
+    )
+    return {(queue, state): count for queue, state, count in rows.all()}
+
+
 async def running_per_job(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         select(Trigger.job_id, func.count())

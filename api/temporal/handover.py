@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from airlock.logging import work_bound
 from airlock.protocol import RUN_TRIGGER_ACTIVITY, TRIGGERER_LOST_ERROR, trigger_workflow_id
+from api import metrics
 from api.core.config import Settings
 from api.services import triggers
 from api.temporal.reaper import reap_forever
@@ -96,14 +97,17 @@ class TriggerHandover:
                 # Only that attempt: a retry another triggerer has started since is left alone.
                 if holder is not None and pending.last_worker_identity == holder:
                     reason = f"its triggerer {holder} stopped heartbeating"
+                    action = "silent_triggerer"
                 elif holder is None and pending.last_started_time.ToDatetime(UTC) < started_before:
                     reason = f"its triggerer {pending.last_worker_identity} took the run and never claimed it"
+                    action = "unclaimed"
                 else:
                     continue
                 run = self._client.get_async_activity_handle(
                     workflow_id=handle.id, run_id=description.run_id, activity_id=pending.activity_id
                 )
                 await run.fail(ApplicationError(reason, type=TRIGGERER_LOST_ERROR))
+                metrics.reaper_action("trigger_handover", action)
                 log.warning("trigger handed over", reason=reason, attempt=pending.attempt)
                 return True
         except RPCError as exc:

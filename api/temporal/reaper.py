@@ -36,6 +36,7 @@ from airlock.protocol import (
 from airlock.states import ConnectionTestState, TriggerState
 from airlock.summaries import shorten
 from airlock.workloads import ConnectionTestOutcome
+from api import metrics
 from api.core.config import Settings
 from api.core.crypto import SecretBox
 from api.db.models import Trigger
@@ -58,6 +59,7 @@ async def reap_forever(name: str, reap_once: Callable[[], Awaitable[int]], inter
             raise
         except Exception as exc:
             log.warning("reaper pass failed", reaper=name, error=f"{type(exc).__name__}: {exc}")
+            metrics.REAPER_FAILURES.labels(name.replace(" ", "_")).inc()
         await asyncio.sleep(interval)
 
 
@@ -88,6 +90,7 @@ class ConnectionTestReaper:
                     if state == ConnectionTestState.QUEUED:
                         # Granted a slot a while ago: in case the nudge was lost, its workflow asks again.
                         wake_slot_holders(self._client, [test_id])
+                        metrics.reaper_action("connection_tests", "nudged")
                     continue
                 cap = self._settings.max_connection_test_concurrency
                 async with self._sessions.begin() as session:
@@ -95,6 +98,7 @@ class ConnectionTestReaper:
                 wake_slot_holders(self._client, granted)
                 if changed:
                     reaped += 1
+                    metrics.reaper_action("connection_tests", "ended")
                     log.warning("reaped connection test", reason=shorten(verdict.message))
         return reaped
 
@@ -200,6 +204,7 @@ class TriggerReaper:
                         reason=f"reaped: its workflow was {status} in Temporal{reason}",
                     ):
                         reaped += 1
+                        metrics.reaper_action("triggers", "ended")
                         log.warning(
                             "reaped trigger", trigger_id=trigger_id, queue=queue, worker=worker, status=status
                         )
