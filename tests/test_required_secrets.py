@@ -23,6 +23,8 @@ WEAK = [
     ("codec_token", "x" * (SECRET_MINIMUMS["codec_token"] - 1), "AIRLOCK_CODEC_TOKEN is too short"),
     ("fernet_key", "", "AIRLOCK_FERNET_KEY is not set"),
     ("payload_key", "", "AIRLOCK_PAYLOAD_KEY is not set"),
+    # Optional, but held to the same rule when set; `airlock dev` does not make it.
+    ("metrics_token", "short", "AIRLOCK_METRICS_TOKEN is too short (5 bytes; at least 24)"),
 ]
 
 
@@ -46,6 +48,7 @@ async def test_api_refuses_to_start_with_a_weak_secret(
         async with app.router.lifespan_context(app):
             pass
     assert message in str(refused.value)
+    assert ("airlock dev" in str(refused.value)) is (name in SECRET_MINIMUMS)
     assert value == "" or value not in str(refused.value).replace(message, "")
     assert not (tmp_path / "never.db").exists(), "the API touched the database before refusing"
 

@@ -153,15 +153,17 @@ class Settings(TemporalSettings):
         """Refuse to start without the secrets ``names`` (all by default), or with weak ones."""
         # The optional ones are checked when they are set.
         optional = [name for name in OPTIONAL_SECRET_MINIMUMS if getattr(self, name)]
-        problems = [
-            f"AIRLOCK_{name.upper()} {problem}"
+        weak = {
+            name: problem
             for name in names or [*SECRET_MINIMUMS, *optional]
             if (problem := _weakness(name, getattr(self, name)))
-        ]
-        if problems:
-            raise SystemExit(
-                f"refusing to start: {'; '.join(problems)} (`airlock dev` generates them for a local stack)"
+        }
+        if weak:
+            problems = "; ".join(f"AIRLOCK_{name.upper()} {problem}" for name, problem in weak.items())
+            generated = (
+                " (`airlock dev` generates them for a local stack)" if weak.keys() & SECRET_MINIMUMS else ""
             )
+            raise SystemExit(f"refusing to start: {problems}{generated}")
 
 
 # The shortest each secret may be. HS256 wants a key of at least 256 bits (RFC 7518, 3.2); a bearer
