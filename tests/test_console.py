@@ -22,7 +22,7 @@ from api.db.models import ConnectionTest, Trigger
 from api.db.session import sync_url
 from tests import secret_scan, services
 from tests.browser import offline_page
-from tests.stack import stack_settings
+from tests.stack import Stack, stack_settings
 from tests.test_triggers import start_triggerer
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -323,26 +323,29 @@ async def test_over_https_the_session_cookie_is_secure(make_stack) -> None:
         assert (await client.get("/ui/connections")).status_code == 200
 
 
+async def _saved_postgres(stack: Stack, connection_id: str, **fields: object) -> None:
+    """A connection to the shared PostgreSQL, saved through the API; ``fields`` override its own."""
+    pg = make_url(services.postgres_url())
+    own = {
+        "conn_type": "postgres",
+        "host": pg.host,
+        "port": pg.port,
+        "login": pg.username,
+        "schema": pg.database,
+    }
+    async with stack.client() as api:
+        created = await api.post(
+            "/api/v2/connections", json={"connection_id": connection_id, **own, **fields}
+        )
+        assert created.status_code == 201, created.text
+
+
 async def test_a_saved_connection_edited_keeping_its_password_tested_and_deleted(
     stack, browser: Browser
 ) -> None:
     queue = await stack.serve_queue("console")
-    pg = make_url(services.postgres_url())
     password = secret_scan.password()
-    async with stack.client() as api:
-        created = await api.post(
-            "/api/v2/connections",
-            json={
-                "connection_id": "ledger",
-                "conn_type": "postgres",
-                "host": pg.host,
-                "port": pg.port,
-                "login": pg.username,
-                "schema": pg.database,
-                "password": password,
-            },
-        )
-        assert created.status_code == 201, created.text
+    await _saved_postgres(stack, "ledger", password=password)
     offline = await offline_page(browser)
     page = offline.page
     await _sign_in(page, stack.api.url, stack.secrets.admin_token)
@@ -472,20 +475,9 @@ async def test_the_form_shows_the_fields_a_type_uses_and_an_edit_is_saved_when_i
     queue = await stack.serve_queue("console")
     pg = make_url(services.postgres_url())
     api_token = secret_scan.password()
-    async with stack.client() as api:
-        created = await api.post(
-            "/api/v2/connections",
-            json={
-                "connection_id": "ledger",
-                "conn_type": "postgres",
-                "host": pg.host,
-                "port": pg.port,
-                "login": "airlock_nobody",
-                "schema": pg.database,
-                "extra": {"sslmode": "disable", "api_token": api_token},
-            },
-        )
-        assert created.status_code == 201, created.text
+    await _saved_postgres(
+        stack, "ledger", login="airlock_nobody", extra={"sslmode": "disable", "api_token": api_token}
+    )
     offline = await offline_page(browser)
     page = offline.page
     await _sign_in(page, stack.api.url, stack.secrets.admin_token)
