@@ -183,17 +183,20 @@ async def _outage_trial(
     trial = Trial(test_ids, deferred.json()["trigger_id"], deferred.json()["id"])
 
     pg.stop("fast")
-    # First the port is closed (connections refused at once), then something holds it that accepts
-    # and never answers (a hung server, a stuck proxy): that half is where a request could hang.
-    for phase, seconds in (("refused", OUTAGE_SECONDS / 2), ("silent", OUTAGE_SECONDS / 2)):
-        with silent_listener(pg.port) if phase == "silent" else contextlib.nullcontext():
-            started = time.monotonic()
-            while time.monotonic() - started < seconds:
-                await _probe_everything(stack, client, test_ids[0], queue, prober, refused, phase)
-                await asyncio.sleep(0.3)
-    # Nothing could be recorded while the database was away.
-    assert pg.running() is False
-    pg.start()
+    try:
+        # First the port is closed (connections refused at once), then something holds it that accepts
+        # and never answers (a hung server, a stuck proxy): that half is where a request could hang.
+        for phase, seconds in (("refused", OUTAGE_SECONDS / 2), ("silent", OUTAGE_SECONDS / 2)):
+            with silent_listener(pg.port) if phase == "silent" else contextlib.nullcontext():
+                started = time.monotonic()
+                while time.monotonic() - started < seconds:
+                    await _probe_everything(stack, client, test_ids[0], queue, prober, refused, phase)
+                    await asyncio.sleep(0.3)
+        # Nothing could be recorded while the database was away.
+        assert pg.running() is False
+    finally:
+        # Back whatever happened: a trial that failed midway must not leave the API without its database.
+        pg.start()
     back_at = time.monotonic()
 
     async def healthy() -> bool:
@@ -302,6 +305,9 @@ async def _probe_everything(
         assert response.status_code == 503, (
             f"{phase}: {method} {path}: {response.status_code} {response.text}"
         )
+        if path == "/ready":  # readiness names what failed, and does not ask to be retried
+            assert response.json()["checks"]["database"] != "ok", response.text
+            return
         assert "database is unavailable" in response.json()["detail"], response.text
         assert response.headers.get("retry-after"), f"{method} {path}: 503 without Retry-After"
 
