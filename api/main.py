@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+from temporalio.worker import Worker
 
 from airlock.logging import configure_logging, request_scope
 from airlock.tls import PLAINTEXT_OPT_IN, PlaintextRefused, is_loopback
@@ -32,7 +33,12 @@ from api.services import retention
 from api.services.workers import WorkerTLSFiles
 from api.temporal.background import drain
 from api.temporal.client import connect, ensure_search_attributes
-from api.temporal.control import ControlActivities, TriggerControlActivities, control_worker
+from api.temporal.control import (
+    CONTROL_SHUTDOWN_SECONDS,
+    ControlActivities,
+    TriggerControlActivities,
+    control_worker,
+)
 from api.temporal.handover import TriggerHandover
 from api.temporal.reaper import ConnectionTestReaper, TriggerReaper, reap_forever
 
@@ -75,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await drain(GRACEFUL_SHUTDOWN_SECONDS)
             if worker is not None:
-                await worker.shutdown()
+                await _stop_control_worker(worker)
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -120,6 +126,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Not the Temporal UI's decode requests: their path holds the codec token.
         FastAPIInstrumentor.instrument_app(app, excluded_urls="/codec/ui/", exclude_spans=["receive", "send"])
     return app
+
+
+async def _stop_control_worker(worker: Worker) -> None:
+    """Stop taking control work, waiting a bounded time for what is in flight. A result being recorded
+    while the database is away is retried until it returns, and held the worker's shutdown, and the
+    API's, as long: past the bound, its workflow task times out on Temporal and runs again on another
+    replica, or on this one once it is back."""
+    try:
+        await asyncio.wait_for(worker.shutdown(), CONTROL_SHUTDOWN_SECONDS * 2)
+    except TimeoutError:
+        log.warning("the control worker did not stop in time; Temporal hands its work on")
 
 
 async def _sweep_forever(runtime: Runtime) -> None:

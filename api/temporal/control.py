@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -52,6 +53,9 @@ log = structlog.get_logger(__name__)
 # Temporal's names of the two workflows whose rows control activities write (their class names).
 CONNECTION_TEST_WORKFLOW = ConnectionTestWorkflow.__name__
 TRIGGER_WORKFLOW = TriggerWorkflow.__name__
+# How long a stopping API lets its control activities finish before cancelling them; api/main.py waits
+# twice as long for the whole worker to stop.
+CONTROL_SHUTDOWN_SECONDS = 5
 
 
 def check_caller(settings: Settings, workflow_id: str, workflow_type: str, grant: str) -> None:
@@ -207,4 +211,5 @@ def control_worker(
             trigger_activities.record_timer_fired,
             trigger_activities.end_trigger,
         ],
+        graceful_shutdown_timeout=timedelta(seconds=CONTROL_SHUTDOWN_SECONDS),
     )

@@ -91,6 +91,42 @@ async def _poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str)
 
 
 @pytest.mark.slow
+async def test_an_api_stops_while_its_database_is_away_with_results_due(
+    private_pg: PgCluster, make_stack, silent_server: int
+) -> None:
+    """Its control worker records results retried until the database returns: stopping must not wait
+    for that (it once waited for the whole outage)."""
+    stack = await make_stack()
+    queue = await stack.serve_queue("dbstop")
+    async with stack.client() as client:
+        ids = []
+        for _ in range(2):
+            # A server that never answers: each driver runs until its 2 s timeout.
+            body = {"uri": f"http://127.0.0.1:{silent_server}/", "queue": queue, "timeout": 2}
+            response = await client.post("/api/v2/connections/test", json=body)
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+        for test_id in ids:
+            await _poll(lambda t=test_id: _is_running(client, t), 10, f"test {test_id} running")
+    private_pg.stop("fast")
+    try:
+        # The drivers time out now: their results come due while the database is away.
+        await asyncio.sleep(3)
+        stack.stop_workers()
+        started = time.monotonic()
+        await asyncio.wait_for(stack.api.stop(), 60)
+        stopped_in = time.monotonic() - started
+    finally:
+        private_pg.start()
+    # The drain (5 s) and the control worker's bounded shutdown (10 s), not the outage.
+    assert stopped_in < 30, stopped_in
+
+
+async def _is_running(client: httpx.AsyncClient, test_id: str) -> bool:
+    return (await client.get(f"/api/v2/connections/test/{test_id}")).json()["state"] == "running"
+
+
+@pytest.mark.slow
 async def test_api_answers_503_while_the_metadata_db_is_down_and_recovers_by_itself(
     private_pg: PgCluster, make_stack, slow_http_server: SlowTarget
 ) -> None:
