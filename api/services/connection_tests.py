@@ -266,9 +266,8 @@ async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
 
 async def queues_with_waiting_tests(session: AsyncSession) -> dict[str, int]:
     """How many tests wait (pending or queued) on each queue that has any."""
-    rows = await session.execute(
-        select(ConnectionTest.queue, func.count())
-        .where(ConnectionTest.state.in_([ConnectionTestState.PENDING, ConnectionTestState.QUEUED]))
-        .group_by(ConnectionTest.queue)
-    )
-    return {queue: count for queue, count in rows}
+    waiting: dict[str, int] = {}
+    for (queue, state), count in (await count_active(session)).items():
+        if state != ConnectionTestState.RUNNING:
+            waiting[queue] = waiting.get(queue, 0) + count
+    return waiting
