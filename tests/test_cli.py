@@ -251,17 +251,22 @@ async def test_a_password_asked_for_is_not_echoed(stack) -> None:
     os.close(secondary)
     seen = b""
 
-    async def read_until(text: bytes) -> None:
+    async def answer_prompts() -> None:
+        """Type the password at each prompt, as a user would, until the connection is added. getpass
+        flushes the terminal's input as it turns echo off: a line typed in that instant is lost, and the
+        prompt comes again; it is answered again."""
         nonlocal seen
-        while text not in seen:
+        answered = 0
+        while b"connection tty-cli added" not in seen:
             seen += await asyncio.to_thread(os.read, primary, 1024)
+            prompts = seen.count(b"Password: ") + seen.count(b"Repeat for confirmation: ")
+            for _ in range(prompts - answered):
+                os.write(primary, f"{password}\n".encode())
+            answered = prompts
 
     try:
-        await asyncio.wait_for(read_until(b"Password:"), 30)
-        os.write(primary, f"{password}\n".encode())
-        await asyncio.wait_for(read_until(b"Repeat for confirmation:"), 30)
-        os.write(primary, f"{password}\n".encode())
-        await asyncio.wait_for(read_until(b"connection tty-cli added"), 30)
+        await asyncio.wait_for(answer_prompts(), 60)
+        assert b"Repeat for confirmation: " in seen
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
         proc.kill()
